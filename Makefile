@@ -1,0 +1,54 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run    - create .venv, install the locked dependencies, serve on SQLite (embedded default)
+#   make test   - the same set-up, then ruff, mypy and the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+UV := $(BIN)/uv
+PYTEST_ARGS ?=
+
+.PHONY: run test lint typecheck install lock clean audit sbom
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: requirements-dev.lock pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	$(UV) pip install --quiet --python $(BIN)/python --require-hashes -r requirements-dev.lock
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(BIN)/authkeep serve
+
+lint: install
+	$(BIN)/ruff check src tests examples bench scripts
+	$(BIN)/ruff format --check src tests examples bench scripts
+
+typecheck: install
+	$(BIN)/mypy
+
+test: lint typecheck sbom
+	$(BIN)/python scripts/audit_deps.py requirements.lock
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+# CycloneDX SBOM of the pinned runtime dependencies (written to sbom.json, git-ignored).
+sbom: install
+	$(BIN)/cyclonedx-py requirements requirements.lock --output-reproducible -o sbom.json
+	@echo "SBOM written to sbom.json"
+
+# pip-audit against the lock file; says plainly when its vulnerability database is unreachable.
+audit: install
+	$(BIN)/python scripts/audit_deps.py requirements.lock $(AUDIT_ARGS)
+
+# Re-resolve the pinned dependencies (hashes included) after editing pyproject.toml.
+lock: | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	$(UV) pip compile --quiet --generate-hashes --python-version 3.11 pyproject.toml -o requirements.lock
+	$(UV) pip compile --quiet --generate-hashes --python-version 3.11 --extra dev pyproject.toml -o requirements-dev.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,188 @@
+"""Shared benchmark plumbing: start real server processes, drive them with wrk, parse results.
+
+Every benchmark in bench/ uses this so numbers are comparable: loopback only, bounded in time,
+servers as separate processes (uvicorn), load from wrk (Debian's package) in another process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_SECRET = "bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(url: str, timeout: float = 30.0) -> None:
+    """Poll ``url`` until it answers 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not become ready in {timeout} s")
+
+
+@contextlib.contextmanager
+def server(
+    command: Sequence[str],
+    *,
+    port: int,
+    env: Mapping[str, str] | None = None,
+    health: str = "/health",
+    cwd: Path | None = None,
+) -> Iterator[str]:
+    """Run ``command`` (which must listen on ``port``) until the block ends; yield its URL."""
+    full_env = {**os.environ, **(env or {})}
+    log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - outlives this frame; closed in finally
+        prefix="bench-server-", suffix=".log", delete=False
+    )
+    proc = subprocess.Popen(
+        list(command),
+        env=full_env,
+        cwd=cwd or ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_ready(base + health)
+        except RuntimeError:
+            log.flush()
+            sys.stderr.write(Path(log.name).read_text()[-4000:])
+            raise
+        yield base
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+        os.unlink(log.name)
+
+
+def uvicorn_command(app: str, port: int, *, factory: bool = False, workers: int = 1) -> list[str]:
+    """uvicorn serving ``module:attr``, configured like ``authkeep serve``."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--no-access-log",
+        "--no-proxy-headers",
+        "--no-server-header",
+        "--log-level",
+        "warning",
+    ]
+    if factory:
+        cmd.append("--factory")
+    return cmd
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    """What one wrk run measured."""
+
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+
+    def row(self) -> str:
+        return (
+            f"{self.requests_per_second:10.0f} {self.p50_ms:9.2f} "
+            f"{self.p99_ms:9.2f} {self.errors:7d}"
+        )
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if not match:
+        raise ValueError(f"cannot parse wrk latency {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def wrk(
+    url: str,
+    *,
+    seconds: int = 5,
+    connections: int = 64,
+    threads: int = 2,
+    headers: Mapping[str, str] | None = None,
+    script: str | None = None,
+) -> WrkResult:
+    """Run wrk against ``url`` for ``seconds`` and parse its latency report."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk")
+    cmd = ["wrk", "--latency", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s"]
+    for name, value in (headers or {}).items():
+        cmd += ["-H", f"{name}: {value}"]
+    script_file = None
+    if script:
+        script_file = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)  # noqa: SIM115
+        script_file.write(script)
+        script_file.close()
+        cmd += ["-s", script_file.name]
+    cmd.append(url)
+    try:
+        out = subprocess.run(
+            cmd, capture_output=True, text=True, check=True, timeout=seconds + 30
+        ).stdout
+    finally:
+        if script_file:
+            os.unlink(script_file.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    errors = 0
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if non2xx:
+        errors += int(non2xx.group(1))
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if sock:
+        errors += sum(int(x) for x in sock.groups())
+    return WrkResult(rps, p50, p99, total, errors)
+
+
+def header() -> str:
+    """Column titles matching :meth:`WrkResult.row`."""
+    return f"{'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7}"

@@ -1,0 +1,390 @@
+"""authkeep's headline benchmarks, written to bench/RESULTS.md.
+
+    make bench            (or: .venv/bin/python bench/run.py [--seconds 10])
+
+Everything runs in one go on this machine, on loopback, each server a separate process with
+one uvicorn worker, load from wrk (2 threads) in another process, bounded in time:
+
+1. Authenticated read (``GET /api/v1/auth/me`` with a bearer token) through authkeep's full
+   stack on PostgreSQL + Redis, against (a) a bare FastAPI route with no security, (b) a
+   minimal FastAPI route that only verifies the JWT (the floor of any JWT service) and
+   (c) fastapi-users' ``/users/me`` with its JWT strategy on the same PostgreSQL server
+   (its own virtual environment: it pins older pwdlib and SQLAlchemy).
+2. Login throughput against the hashing limit (cores ÷ argon2 time), authkeep and
+   fastapi-users.
+3. ``/health`` latency during a login storm (event-loop responsiveness).
+4. The cost of each layer (headers, request id + access log, rate limit, revocation check,
+   audit), as the throughput ratio of the same request without that layer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import (
+    ROOT,
+    TEST_SECRET,
+    WrkResult,
+    free_port,
+    server,
+    uvicorn_command,
+    wrk,
+)
+
+BENCH = Path(__file__).resolve().parent
+FU_VENV = BENCH / ".venv-fastapi-users"
+PG_ADMIN = os.environ.get("AUTHKEEP_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS = os.environ.get("AUTHKEEP_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+PASSWORD = "bench password that is long enough"
+
+LOGIN_LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"email": "%s", "password": "%s"}'
+"""
+FU_LOGIN_LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+wrk.body = "username=%s&password=%s"
+"""
+
+
+@dataclass
+class Row:
+    name: str
+    result: WrkResult
+    note: str = ""
+
+
+def pg(sql: str, database: str = "test") -> None:
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(PG_ADMIN.rsplit("/", 1)[0] + "/" + database)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def pg_url(database: str, driver: str = "postgresql+asyncpg") -> str:
+    return PG_ADMIN.rsplit("/", 1)[0].replace("postgresql", driver, 1) + "/" + database
+
+
+def authkeep_env(database: str, **extra: str) -> dict[str, str]:
+    env = {
+        "AUTHKEEP_ENV": "development",
+        "AUTHKEEP_SECRET_KEY": TEST_SECRET,
+        "AUTHKEEP_DATABASE_URL": pg_url(database),
+        "AUTHKEEP_REDIS_URL": REDIS,
+        "AUTHKEEP_REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}:",
+        "AUTHKEEP_RATE_LIMIT_ENABLED": "false",
+        "AUTHKEEP_LOG_LEVEL": "WARNING",
+        "AUTHKEEP_TRUSTED_HOSTS": '["127.0.0.1", "localhost"]',
+    }
+    env.update(extra)
+    return env
+
+
+def migrate(env: dict[str, str]) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "authkeep", "migrate"],
+        env={**os.environ, **env},
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+    )
+
+
+def authkeep_token(base: str, email: str) -> str:
+    httpx.post(base + "/api/v1/auth/register", json={"email": email, "password": PASSWORD})
+    response = httpx.post(base + "/api/v1/auth/login", json={"email": email, "password": PASSWORD})
+    response.raise_for_status()
+    return str(response.json()["access_token"])
+
+
+def hash_seconds() -> float:
+    """Median time of one argon2id verification with authkeep's default parameters."""
+    from pwdlib.hashers.argon2 import Argon2Hasher
+
+    from authkeep.settings import Settings
+
+    s = Settings(env="test", secret_key=TEST_SECRET)
+    hasher = Argon2Hasher(
+        time_cost=s.argon2_time_cost,
+        memory_cost=s.argon2_memory_kib,
+        parallelism=s.argon2_parallelism,
+    )
+    stored = hasher.hash(PASSWORD)
+    samples = []
+    for _ in range(30):
+        started = time.perf_counter()
+        hasher.verify(PASSWORD, stored)
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+def storm_and_probe(
+    base: str, login_url: str, lua: str, seconds: int
+) -> tuple[WrkResult, WrkResult]:
+    """A login storm (64 connections) and, at the same time, /health probed by 4 connections."""
+    results: dict[str, WrkResult] = {}
+
+    def storm() -> None:
+        results["storm"] = wrk(login_url, seconds=seconds, connections=64, script=lua)
+
+    thread = threading.Thread(target=storm)
+    thread.start()
+    time.sleep(1.0)  # let the storm saturate the hashing workers first
+    results["health"] = wrk(base + "/health", seconds=max(2, seconds - 2), connections=4, threads=1)
+    thread.join()
+    return results["storm"], results["health"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--output", default=str(BENCH / "RESULTS.md"))
+    args = parser.parse_args()
+    secs = args.seconds
+    rows: list[Row] = []
+    layer_rows: list[tuple[str, float, float]] = []
+    facts: dict[str, Any] = {}
+
+    database = f"authkeep_bench_{uuid.uuid4().hex[:8]}"
+    fu_database = f"fu_bench_{uuid.uuid4().hex[:8]}"
+    pg(f'CREATE DATABASE "{database}"')
+    pg(f'CREATE DATABASE "{fu_database}"')
+    try:
+        env = authkeep_env(database)
+        migrate(env)
+        email = "bench@example.com"
+
+        # 1. authenticated read: authkeep full stack.
+        port = free_port()
+        cmd = uvicorn_command("authkeep.http.app:create_app", port, factory=True)
+        with server(cmd, port=port, env=env) as base:
+            token = authkeep_token(base, email)
+            auth = {"Authorization": f"Bearer {token}"}
+            wrk(base + "/api/v1/auth/me", seconds=2, headers=auth)  # warm-up
+            full = wrk(base + "/api/v1/auth/me", seconds=secs, headers=auth)
+            rows.append(Row("authkeep, full stack (PostgreSQL + Redis)", full))
+
+        # (b) the JWT-only floor and (a) bare FastAPI, same token.
+        for name, app in (
+            ("FastAPI route that only verifies the JWT", "apps.jwt_only:app"),
+            ("bare FastAPI route, no security", "apps.bare:app"),
+        ):
+            port = free_port()
+            with server(
+                uvicorn_command(app, port),
+                port=port,
+                env={"AUTHKEEP_SECRET_KEY": TEST_SECRET},
+                cwd=BENCH,
+            ) as base:
+                wrk(base + "/api/v1/auth/me", seconds=2, headers=auth)
+                rows.append(Row(name, wrk(base + "/api/v1/auth/me", seconds=secs, headers=auth)))
+
+        # (c) fastapi-users on the same PostgreSQL server.
+        fu_python = FU_VENV / "bin" / "python"
+        if fu_python.exists():
+            port = free_port()
+            fu_env = {
+                "FU_DATABASE_URL": pg_url(fu_database),
+                "AUTHKEEP_SECRET_KEY": TEST_SECRET,
+            }
+            fu_cmd = [str(fu_python), *uvicorn_command("apps.fastapi_users_app:app", port)[1:]]
+            with server(fu_cmd, port=port, env=fu_env, cwd=BENCH) as base:
+                httpx.post(base + "/auth/register", json={"email": email, "password": PASSWORD})
+                login = httpx.post(
+                    base + "/auth/jwt/login", data={"username": email, "password": PASSWORD}
+                )
+                login.raise_for_status()
+                fu_auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+                wrk(base + "/users/me", seconds=2, headers=fu_auth)
+                rows.append(
+                    Row(
+                        "fastapi-users /users/me (JWT strategy, PostgreSQL)",
+                        wrk(base + "/users/me", seconds=secs, headers=fu_auth),
+                    )
+                )
+                storm, health = storm_and_probe(
+                    base, base + "/auth/jwt/login", FU_LOGIN_LUA % (email, PASSWORD), secs
+                )
+                facts["fu_login_rps"] = storm.requests_per_second
+                facts["fu_health_p99"] = health.p99_ms
+        else:
+            facts["fu_missing"] = True
+
+        # 2 + 3. login throughput and /health during the storm.
+        facts["hash_ms"] = hash_seconds() * 1000
+        facts["cores"] = os.cpu_count() or 1
+        facts["hash_limit"] = facts["cores"] / (facts["hash_ms"] / 1000)
+        port = free_port()
+        with server(
+            uvicorn_command("authkeep.http.app:create_app", port, factory=True), port=port, env=env
+        ) as base:
+            storm, health = storm_and_probe(
+                base, base + "/api/v1/auth/login", LOGIN_LUA % (email, PASSWORD), secs
+            )
+            facts["login_rps"] = storm.requests_per_second
+            facts["login_errors"] = storm.errors
+            facts["health_p99"] = health.p99_ms
+            facts["health_p50"] = health.p50_ms
+
+        # 4. the cost of each layer.
+        variants = [
+            ("everything", {}),
+            ("without security headers", {"BENCH_WITHOUT": "headers"}),
+            ("without request id + access log", {"BENCH_WITHOUT": "request_context"}),
+            ("without revocation check", {"BENCH_WITHOUT": "revocation"}),
+        ]
+        measured: dict[str, float] = {}
+        for label, extra in variants:
+            port = free_port()
+            cmd = uvicorn_command("apps.authkeep_layers:create", port, factory=True)
+            with server(cmd, port=port, env={**env, **extra}, cwd=BENCH) as base:
+                wrk(base + "/api/v1/auth/me", seconds=2, headers=auth)
+                measured[label] = wrk(
+                    base + "/api/v1/auth/me", seconds=secs, headers=auth
+                ).requests_per_second
+        for label, rps in measured.items():
+            if label != "everything":
+                layer_rows.append((label.replace("without ", ""), rps, measured["everything"]))
+        for label, env_extra in (
+            (
+                "rate limit (Redis storage)",
+                {
+                    "AUTHKEEP_RATE_LIMIT_ENABLED": "true",
+                    "AUTHKEEP_RATE_LIMIT_PER_MINUTE": "100000000",
+                },
+            ),
+        ):
+            port = free_port()
+            cmd = uvicorn_command("authkeep.http.app:create_app", port, factory=True)
+            with server(cmd, port=port, env={**env, **env_extra}) as base:
+                wrk(base + "/api/v1/auth/me", seconds=2, headers=auth)
+                with_layer = wrk(base + "/api/v1/auth/me", seconds=secs, headers=auth)
+            layer_rows.append((label, full.requests_per_second, with_layer.requests_per_second))
+    finally:
+        pg(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        pg(f'DROP DATABASE IF EXISTS "{fu_database}" WITH (FORCE)')
+
+    write(Path(args.output), rows, layer_rows, facts, secs)
+    print(Path(args.output).read_text())
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+    )
+
+
+def write(
+    path: Path,
+    rows: list[Row],
+    layers: list[tuple[str, float, float]],
+    facts: dict[str, Any],
+    seconds: int,
+) -> None:
+    by_name = {row.name: row.result for row in rows}
+    full = rows[0].result
+    floor = by_name.get("FastAPI route that only verifies the JWT")
+    fu = next((r.result for r in rows if r.name.startswith("fastapi-users")), None)
+    lines = [
+        "# Benchmark results",
+        "",
+        f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- machine: {machine()}",
+        f"- method: one uvicorn worker per server, wrk 2 threads, 64 connections, {seconds} s "
+        "per run after a 2 s warm-up, loopback; PostgreSQL 15 and Redis 7 local. "
+        "Command: `make bench`.",
+        "",
+        "## Authenticated read (`GET /api/v1/auth/me`)",
+        "",
+        "| server | req/s | p50 ms | p99 ms | errors | vs authkeep |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        r = row.result
+        ratio = full.requests_per_second / r.requests_per_second if r.requests_per_second else 0
+        lines.append(
+            f"| {row.name} | {r.requests_per_second:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
+            f"{r.errors} | {ratio:.2f}× |"
+        )
+    lines.append("")
+    if floor:
+        lines.append(
+            f"- authkeep keeps **{full.requests_per_second / floor.requests_per_second:.0%}** "
+            "of the "
+            "JWT-only floor's throughput (target ≥ 75%)."
+        )
+    if fu:
+        lines.append(
+            f"- authkeep is **{full.requests_per_second / fu.requests_per_second:.1f}×** "
+            "fastapi-users' `/users/me` (target ≥ 3×)."
+        )
+    lines += [
+        "",
+        "## Login throughput and event-loop responsiveness",
+        "",
+        f"- argon2id verify (19 MiB, t=2, p=1): {facts['hash_ms']:.1f} ms median; hashing limit = "
+        f"{facts['cores']} cores ÷ hash time = **{facts['hash_limit']:.0f} logins/s**.",
+        f"- authkeep: **{facts['login_rps']:.0f} logins/s** = "
+        f"**{facts['login_rps'] / facts['hash_limit']:.0%}** of the limit (target ≥ 85%); "
+        f"non-2xx during the storm: {facts['login_errors']}.",
+        f"- `/health` during that storm: p50 {facts['health_p50']:.1f} ms, "
+        f"**p99 {facts['health_p99']:.1f} ms** (target < 50 ms).",
+    ]
+    if "fu_login_rps" in facts:
+        lines.append(
+            f"- fastapi-users: {facts['fu_login_rps']:.0f} logins/s; `/health` p99 during its "
+            f"storm {facts['fu_health_p99']:.0f} ms (it hashes on the event loop)."
+        )
+    lines += [
+        "",
+        "## Cost of each layer (authenticated read)",
+        "",
+        "| layer | req/s without | req/s with | cost |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for label, without, with_layer in layers:
+        cost = 1 - with_layer / without if without else 0
+        lines.append(f"| {label} | {without:,.0f} | {with_layer:,.0f} | {cost:+.1%} |")
+    lines += [
+        "",
+        "Audit writing and the limiter's storage variants have their own benchmarks "
+        "(`bench/audit.py`, `bench/rate_limit.py`, `bench/revocation.py`); see bench/README.md.",
+        "",
+    ]
+    path.write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""authkeep: authentication and authorization for FastAPI backends.
+
+The names below are the public API; everything else may change between versions.
+"""
+
+from authkeep.db.migrate import upgrade as migrate_database
+from authkeep.db.tenancy import TenantDatabase, disable_tenancy, enable_tenancy
+from authkeep.db.users import UserRecord
+from authkeep.errors import (
+    AuthkeepError,
+    Conflict,
+    DependencyUnavailable,
+    InvalidCredentials,
+    InvalidToken,
+    NotFound,
+    Overloaded,
+    PermissionDenied,
+    PolicyViolation,
+    RateLimited,
+    TokenReused,
+)
+from authkeep.http.app import Authkeep, create_app
+from authkeep.http.authz import CurrentCaller, TenantDB, current_caller, require_role
+from authkeep.http.deps import CurrentPrincipal, CurrentUser, current_principal, current_user
+from authkeep.security.permissions import Role
+from authkeep.services.authn import ApiKeyIdentity, Principal
+from authkeep.services.authz import OrgAccess
+from authkeep.settings import Settings
+
+__all__ = [
+    "ApiKeyIdentity",
+    "Authkeep",
+    "AuthkeepError",
+    "Conflict",
+    "CurrentCaller",
+    "CurrentPrincipal",
+    "CurrentUser",
+    "DependencyUnavailable",
+    "InvalidCredentials",
+    "InvalidToken",
+    "NotFound",
+    "OrgAccess",
+    "Overloaded",
+    "PermissionDenied",
+    "PolicyViolation",
+    "Principal",
+    "RateLimited",
+    "Role",
+    "Settings",
+    "TenantDB",
+    "TenantDatabase",
+    "TokenReused",
+    "UserRecord",
+    "create_app",
+    "current_caller",
+    "current_principal",
+    "current_user",
+    "disable_tenancy",
+    "enable_tenancy",
+    "migrate_database",
+    "require_role",
+]

@@ -1,0 +1,5 @@
+"""``python -m authkeep``."""
+
+from authkeep.cli import main
+
+main()

@@ -1,0 +1,348 @@
+"""The ``authkeep`` command line (typer)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Literal, TypeVar
+
+import typer
+from pydantic import SecretStr, ValidationError
+
+from authkeep.audit_cli import audit_app
+from authkeep.db import migrate as migrations
+from authkeep.db import roles
+from authkeep.db import users as user_rows
+from authkeep.db.engine import Database
+from authkeep.errors import AuthkeepError, Conflict
+from authkeep.security.emails import email_key_of
+from authkeep.security.keys import KeyConfigError, generate_key
+from authkeep.settings import InspectedSettings, Settings, find_problems
+
+app = typer.Typer(help="authkeep: authentication and authorization for FastAPI backends.")
+keys_app = typer.Typer(help="Signing keys for asymmetric (EdDSA/RS256) tokens.")
+app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
+
+T = TypeVar("T")
+
+DEMO_PASSWORD = "authkeep-demo-only-Pa55phrase"
+DEMO_USERS = ("admin@demo.example.com", "editor@demo.example.com", "viewer@demo.example.com")
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or exit 2 with what to fix."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        messages = "; ".join(
+            str(error["msg"]).removeprefix("Value error, ") for error in exc.errors()
+        )
+        raise _fail(f"configuration refused: {messages}", 2) from None
+
+
+def _run(make: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(make())  # type: ignore[arg-type]
+
+
+async def _migrate(settings: Settings) -> None:
+    # As the schema owner (AUTHKEEP_MIGRATION_DATABASE_URL), granting the app role only
+    # what it needs: the app itself cannot alter tables or drop the audit log's triggers.
+    db = Database(settings.migrations_url)
+    try:
+        await migrations.upgrade(
+            db,
+            role_config=roles.RoleConfig(
+                app_role=settings.database_app_role,
+                purge_role=settings.audit_purge_role,
+                audit_retention_days=settings.audit_retention_days,
+            ),
+        )
+    finally:
+        await db.close()
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Migrate the database to head, then serve the API."""
+    import uvicorn
+
+    settings = load_settings()
+    if workers > 1 and settings.redis_url is None:
+        if settings.is_production:
+            raise _fail(
+                "several workers need AUTHKEEP_REDIS_URL: without it, rate limits and "
+                "revocations are per process",
+                2,
+            )
+        typer.echo(
+            "warning: several workers without AUTHKEEP_REDIS_URL: rate limits and "
+            "revocations are per process",
+            err=True,
+        )
+    _run(lambda: _migrate(settings))
+    created_metrics_dir = prepare_metrics_dir(workers)
+    try:
+        uvicorn.run(
+            "authkeep.http.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=False,  # authkeep logs each request itself, without the query string
+            proxy_headers=False,  # X-Forwarded-For is honoured only from AUTHKEEP_TRUSTED_PROXIES
+            server_header=False,
+            log_config=None,
+        )
+    finally:
+        if created_metrics_dir is not None:
+            shutil.rmtree(created_metrics_dir, ignore_errors=True)
+
+
+def prepare_metrics_dir(workers: int) -> Path | None:
+    """Set up Prometheus' multiprocess directory for this run; return it if created here.
+
+    Several workers each count their own requests; prometheus-client sums them at scrape
+    time from files in ``PROMETHEUS_MULTIPROC_DIR``. A directory given by the environment
+    is emptied (files of a previous run would be added to this one's counts); otherwise,
+    with several workers, a private temporary one is created (and removed on exit). Workers
+    are spawned fresh, so they see the variable before importing prometheus-client.
+    """
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        directory = Path(given)
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):
+            stale.unlink(missing_ok=True)
+        return None
+    if workers <= 1:
+        return None
+    created = Path(tempfile.mkdtemp(prefix="authkeep-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(created)
+    return created
+
+
+@app.command()
+def migrate() -> None:
+    """Upgrade the database schema to the newest revision."""
+    settings = load_settings()
+    _run(lambda: _migrate(settings))
+    typer.echo("database is at head")
+
+
+def _admin_password() -> str:
+    from_env = os.environ.get("AUTHKEEP_ADMIN_PASSWORD")
+    if from_env:
+        return from_env
+    if not sys.stdin.isatty():
+        raise _fail("set AUTHKEEP_ADMIN_PASSWORD or run in a terminal to be prompted")
+    return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+async def _create_admin(settings: Settings, email: str) -> str:
+    from authkeep.http.app import Authkeep
+
+    authkeep = Authkeep(settings)
+    services = await authkeep.start()
+    try:
+        async with services.db.transaction() as conn:
+            found = await user_rows.get_credentials(conn, email_key_of(email))
+            if found is not None:
+                await user_rows.update_user(conn, found[0].id, is_superuser=True)
+                return f"promoted {found[0].email} to platform admin"
+        user = await services.accounts.register(
+            email=email, password=_admin_password(), is_superuser=True
+        )
+        return f"created platform admin {user.email}"
+    finally:
+        await authkeep.stop()
+
+
+@app.command("create-admin")
+def create_admin(
+    email: Annotated[str, typer.Option(help="Email of the admin to create or promote.")],
+) -> None:
+    """Create (or promote) a platform admin. Password: AUTHKEEP_ADMIN_PASSWORD or a prompt."""
+    settings = load_settings()
+    _run(lambda: _migrate(settings))
+    try:
+        typer.echo(_run(lambda: _create_admin(settings, email)))
+    except AuthkeepError as exc:
+        raise _fail(_describe(exc)) from None
+
+
+def _describe(exc: AuthkeepError) -> str:
+    detail = getattr(exc, "field", None)
+    return f"{detail}: {exc.detail}" if detail else exc.detail
+
+
+@app.command("seed-demo")
+def seed_demo() -> None:
+    """Create demo users. Refuses unless AUTHKEEP_DEMO_MODE=true, and always in production."""
+    settings = load_settings()
+    if settings.is_production:
+        raise _fail("seed-demo never runs in production")
+    if not settings.demo_mode:
+        raise _fail(
+            "seed-demo needs AUTHKEEP_DEMO_MODE=true (demo accounts have a public password)"
+        )
+    _run(lambda: _migrate(settings))
+
+    async def seed() -> list[str]:
+        from authkeep.http.app import Authkeep
+
+        authkeep = Authkeep(settings)
+        services = await authkeep.start()
+        created = []
+        try:
+            for email in DEMO_USERS:
+                try:
+                    await services.accounts.register(
+                        email=email, password=DEMO_PASSWORD, full_name=email.split("@")[0].title()
+                    )
+                    created.append(email)
+                except Conflict:
+                    pass
+        finally:
+            await authkeep.stop()
+        return created
+
+    created = _run(seed)
+    typer.echo(f"demo users ({len(created)} new), password {DEMO_PASSWORD!r}:")
+    for email in DEMO_USERS:
+        typer.echo(f"  {email}")
+
+
+def _show(value: object) -> str:
+    if isinstance(value, SecretStr):
+        return f"set ({len(value.get_secret_value())} characters, hidden)"
+    if value is None:
+        return "not set"
+    return str(value)
+
+
+SECURITY_SETTINGS = (
+    "env",
+    "secret_key",
+    "jwt_keys_dir",
+    "database_url",
+    "redis_url",
+    "access_token_expire_minutes",
+    "refresh_token_expire_days",
+    "refresh_reuse_interval_seconds",
+    "jwt_issuer",
+    "jwt_audience",
+    "jwt_leeway_seconds",
+    "rate_limit_enabled",
+    "rate_limit_per_minute",
+    "login_rate_limit",
+    "login_ip_failure_limit",
+    "login_account_failure_limits",
+    "login_known_client_days",
+    "register_rate_limit",
+    "refresh_rate_limit",
+    "password_change_rate_limit",
+    "allowed_origins",
+    "trusted_hosts",
+    "trusted_proxies",
+    "max_body_bytes",
+    "demo_mode",
+    "argon2_memory_kib",
+    "argon2_time_cost",
+    "argon2_parallelism",
+    "hash_workers",
+)
+
+
+@app.command("check-config")
+def check_config() -> None:
+    """Print every security-relevant setting and each problem; exit 1 if production would
+    refuse to start with this configuration."""
+    try:
+        settings = InspectedSettings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"]) or "settings"
+            typer.echo(f"REFUSE  AUTHKEEP_{where.upper()}: {error['msg']}")
+        raise typer.Exit(1) from None
+    for name in SECURITY_SETTINGS:
+        value = getattr(settings, name)
+        if name == "database_url":
+            value = _mask_url(value)
+        typer.echo(f"AUTHKEEP_{name.upper():<38} {_show(value)}")
+    problems = find_problems(settings)
+    if problems:
+        typer.echo("")
+    for problem in problems:
+        label = {"refuse": "REFUSE", "production": "PROD", "warning": "WARN"}[problem.level]
+        typer.echo(f"{label:<7} {problem.message}")
+    if any(problem.blocks("production") for problem in problems):
+        raise typer.Exit(1)
+    typer.echo("\nno problem that production would refuse")
+
+
+def _mask_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL is shown masked entirely
+        return "(unparsable URL)"
+
+
+@app.command()
+def purge() -> None:
+    """Delete expired sessions and refresh tokens. Safe to run while serving."""
+    settings = load_settings()
+
+    async def run() -> tuple[int, int]:
+        from authkeep.http.app import Authkeep
+
+        authkeep = Authkeep(settings)
+        services = await authkeep.start()
+        try:
+            return await services.sessions.purge()
+        finally:
+            await authkeep.stop()
+
+    sessions, tokens = _run(run)
+    typer.echo(f"purged {sessions} sessions and {tokens} refresh tokens")
+
+
+@keys_app.command("generate")
+def keys_generate(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Key directory (AUTHKEEP_JWT_KEYS_DIR).")
+    ] = Path(".authkeep-keys"),
+    algorithm: Annotated[
+        str, typer.Option("--alg", help="EdDSA (Ed25519) or RS256 (RSA 3072).")
+    ] = "EdDSA",
+) -> None:
+    """Create a new key pair; it signs new tokens, older keys keep verifying."""
+    if algorithm not in ("EdDSA", "RS256"):
+        raise _fail("--alg must be EdDSA or RS256")
+    alg: Literal["EdDSA", "RS256"] = "EdDSA" if algorithm == "EdDSA" else "RS256"
+    try:
+        path = generate_key(directory, alg)
+    except (OSError, KeyConfigError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"created {path} (kid {path.stem}); set AUTHKEEP_JWT_KEYS_DIR={directory}")
+
+
+def main() -> None:
+    """Entry point of the ``authkeep`` console script."""
+    app()

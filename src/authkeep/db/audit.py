@@ -1,0 +1,452 @@
+"""Rows of ``audit_log``: appending to a hash chain, searching, walking, purging.
+
+**The chain.** Each row's ``hash`` is SHA-256 over a canonical JSON serialisation of its
+content (:func:`canonical`) including ``prev_hash``, the ``hash`` of the previous row of the
+same chain — one chain per organization (``org_id``) and one for platform events (``org_id``
+NULL). The first row of a chain points at a per-chain genesis value. Editing a row changes
+its hash (caught by recomputing); deleting or reordering rows breaks a ``prev_hash`` link.
+
+**No forks.** Appends to one chain are serialised: on PostgreSQL by a transaction-scoped
+advisory lock on the chain, taken before the head is read and held until commit; on SQLite by
+``BEGIN IMMEDIATE`` (one writer at a time). ``UNIQUE (prev_hash)`` makes the database refuse
+a fork even if a writer skipped the lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, delete, func, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from authkeep.db import audit_guard
+from authkeep.db.base import utcnow
+from authkeep.db.models import AuditEntry
+
+PLATFORM_CHAIN = "platform"
+HASH_VERSION = 1
+PURGE_ACTION = "audit.purged"
+_LOCK_NAMESPACE = b"authkeep.audit_log:"
+
+
+@dataclass(frozen=True, slots=True)
+class NewEntry:
+    """What a writer says about an event; the chain fields are computed on append."""
+
+    action: str
+    outcome: str = "success"
+    org_id: uuid.UUID | None = None
+    actor_user_id: uuid.UUID | None = None
+    actor_api_key_id: uuid.UUID | None = None
+    request_id: str | None = None
+    ip: str | None = None
+    entity_type: str | None = None
+    entity_id: str | None = None
+    details: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRecord:
+    """One stored row."""
+
+    id: int
+    at: datetime
+    org_id: uuid.UUID | None
+    actor_user_id: uuid.UUID | None
+    actor_api_key_id: uuid.UUID | None
+    request_id: str | None
+    ip: str | None
+    action: str
+    entity_type: str | None
+    entity_id: str | None
+    outcome: str
+    details: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    @property
+    def chain(self) -> str:
+        """The key of the chain this row belongs to."""
+        return chain_key(self.org_id)
+
+    def computed_hash(self) -> str:
+        """The hash this row's content and ``prev_hash`` should have."""
+        return entry_hash(
+            at=self.at,
+            org_id=self.org_id,
+            actor_user_id=self.actor_user_id,
+            actor_api_key_id=self.actor_api_key_id,
+            request_id=self.request_id,
+            ip=self.ip,
+            action=self.action,
+            entity_type=self.entity_type,
+            entity_id=self.entity_id,
+            outcome=self.outcome,
+            details=self.details,
+            prev_hash=self.prev_hash,
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        """A JSON-ready view (for the API and exports)."""
+        return {
+            "id": self.id,
+            "at": self.at.isoformat(),
+            "org_id": _str(self.org_id),
+            "actor_user_id": _str(self.actor_user_id),
+            "actor_api_key_id": _str(self.actor_api_key_id),
+            "request_id": self.request_id,
+            "ip": self.ip,
+            "action": self.action,
+            "entity_type": self.entity_type,
+            "entity_id": self.entity_id,
+            "outcome": self.outcome,
+            "details": self.details,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+
+_COLUMNS = (
+    AuditEntry.id,
+    AuditEntry.at,
+    AuditEntry.org_id,
+    AuditEntry.actor_user_id,
+    AuditEntry.actor_api_key_id,
+    AuditEntry.request_id,
+    AuditEntry.ip,
+    AuditEntry.action,
+    AuditEntry.entity_type,
+    AuditEntry.entity_id,
+    AuditEntry.outcome,
+    AuditEntry.details,
+    AuditEntry.prev_hash,
+    AuditEntry.hash,
+)
+
+
+def _str(value: uuid.UUID | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def chain_key(org_id: uuid.UUID | None) -> str:
+    """The chain of an organization, or the platform chain."""
+    return PLATFORM_CHAIN if org_id is None else str(org_id)
+
+
+def genesis_hash(chain: str) -> str:
+    """What the first row of ``chain`` names as its predecessor (distinct per chain, so that
+    ``UNIQUE (prev_hash)`` holds across chains)."""
+    return hashlib.sha256(b"authkeep-audit-genesis:" + chain.encode("ascii")).hexdigest()
+
+
+def _json_safe(value: Any) -> Any:
+    # Values must read back from JSON (SQLite) and JSONB (PostgreSQL) exactly as hashed:
+    # JSONB turns 1.0 into 1.0 but 1e20 into an integer and refuses NUL characters.
+    if isinstance(value, Mapping):
+        return {str(k).replace("\x00", ""): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, bool) or value is None or isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return int(value) if value.is_integer() else value
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    return str(value).replace("\x00", "")
+
+
+def normalize_details(details: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``details`` as plain JSON values that survive a round trip through either backend."""
+    return _json_safe(details or {})  # type: ignore[no-any-return]
+
+
+def canonical(
+    *,
+    at: datetime,
+    org_id: uuid.UUID | None,
+    actor_user_id: uuid.UUID | None,
+    actor_api_key_id: uuid.UUID | None,
+    request_id: str | None,
+    ip: str | None,
+    action: str,
+    entity_type: str | None,
+    entity_id: str | None,
+    outcome: str,
+    details: Mapping[str, Any],
+    prev_hash: str,
+) -> bytes:
+    """The bytes a row's hash covers: sorted-key, ASCII-only, whitespace-free JSON."""
+    body = {
+        "v": HASH_VERSION,
+        "at": at.astimezone(UTC).isoformat(timespec="microseconds"),
+        "org_id": _str(org_id),
+        "actor_user_id": _str(actor_user_id),
+        "actor_api_key_id": _str(actor_api_key_id),
+        "request_id": request_id,
+        "ip": ip,
+        "action": action,
+        "entity_type": entity_type,
+        "entity_id": entity_id,
+        "outcome": outcome,
+        "details": details,
+        "prev_hash": prev_hash,
+    }
+    return json.dumps(
+        body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    ).encode("ascii")
+
+
+def entry_hash(**fields: Any) -> str:
+    """SHA-256 (hex) of :func:`canonical`."""
+    return hashlib.sha256(canonical(**fields)).hexdigest()
+
+
+def _lock_id(chain: str) -> int:
+    digest = hashlib.sha256(_LOCK_NAMESPACE + chain.encode("ascii")).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _in_chain(org_id: uuid.UUID | None) -> ColumnElement[bool]:
+    return AuditEntry.org_id.is_(None) if org_id is None else AuditEntry.org_id == org_id
+
+
+async def lock_chain(conn: AsyncConnection, org_id: uuid.UUID | None) -> None:
+    """Hold the chain's append lock until ``conn``'s transaction ends (PostgreSQL; SQLite's
+    write transactions are already exclusive)."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_id(chain_key(org_id))}
+        )
+
+
+async def chain_head(conn: AsyncConnection, org_id: uuid.UUID | None) -> str:
+    """The hash a new row of this chain must name as its predecessor."""
+    head = (
+        await conn.execute(
+            select(AuditEntry.hash).where(_in_chain(org_id)).order_by(AuditEntry.id.desc()).limit(1)
+        )
+    ).scalar_one_or_none()
+    if head is not None:
+        return head
+    anchor = await _purge_anchor(conn, chain_key(org_id))
+    return anchor or genesis_hash(chain_key(org_id))
+
+
+async def _purge_anchor(conn: AsyncConnection, chain: str) -> str | None:
+    # A chain whose rows were all purged goes on from its last purged row.
+    rows = await conn.execute(
+        select(AuditEntry.details)
+        .where(AuditEntry.action == PURGE_ACTION)
+        .order_by(AuditEntry.id.desc())
+    )
+    for (details,) in rows:
+        anchor = (details or {}).get("anchors", {}).get(chain)
+        if anchor:
+            return str(anchor)
+    return None
+
+
+async def append(
+    conn: AsyncConnection, entry: NewEntry, *, at: datetime | None = None
+) -> EntryRecord:
+    """Append ``entry`` to its chain inside ``conn``'s transaction (committed with it).
+
+    Call it last in a transaction: the chain stays locked from here until commit.
+    """
+    await lock_chain(conn, entry.org_id)
+    prev = await chain_head(conn, entry.org_id)
+    # The time is read after the lock, so it never goes backwards along a chain.
+    when = at or utcnow()
+    details = normalize_details(entry.details)
+    fields: dict[str, Any] = {
+        "at": when,
+        "org_id": entry.org_id,
+        "actor_user_id": entry.actor_user_id,
+        "actor_api_key_id": entry.actor_api_key_id,
+        "request_id": entry.request_id,
+        "ip": entry.ip,
+        "action": entry.action,
+        "entity_type": entry.entity_type,
+        "entity_id": entry.entity_id,
+        "outcome": entry.outcome,
+        "details": details,
+        "prev_hash": prev,
+    }
+    digest = entry_hash(**fields)
+    row_id = (
+        await conn.execute(
+            insert(AuditEntry).values(**fields, hash=digest).returning(AuditEntry.id)
+        )
+    ).scalar_one()
+    return EntryRecord(id=int(row_id), hash=digest, **fields)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFilter:
+    """Which rows a search or export returns. ``org_ids`` None means every chain; an empty
+    collection means none; ``platform`` adds the platform chain to ``org_ids``."""
+
+    org_ids: Sequence[uuid.UUID] | None = None
+    platform: bool = False
+    actor_user_id: uuid.UUID | None = None
+    actor_api_key_id: uuid.UUID | None = None
+    action: str | None = None
+    entity_type: str | None = None
+    entity_id: str | None = None
+    outcome: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        """The WHERE clauses."""
+        found: list[ColumnElement[bool]] = []
+        if self.org_ids is not None:
+            scope = AuditEntry.org_id.in_(list(self.org_ids))
+            found.append(scope | AuditEntry.org_id.is_(None) if self.platform else scope)
+        for column, value in (
+            (AuditEntry.actor_user_id, self.actor_user_id),
+            (AuditEntry.actor_api_key_id, self.actor_api_key_id),
+            (AuditEntry.action, self.action),
+            (AuditEntry.entity_type, self.entity_type),
+            (AuditEntry.entity_id, self.entity_id),
+            (AuditEntry.outcome, self.outcome),
+        ):
+            if value is not None:
+                found.append(column == value)
+        if self.since is not None:
+            found.append(AuditEntry.at >= self.since)
+        if self.until is not None:
+            found.append(AuditEntry.at < self.until)
+        return found
+
+
+def _record(row: Sequence[Any]) -> EntryRecord:
+    return EntryRecord(*row)
+
+
+def _select(where: AuditFilter) -> Select[Any]:
+    return select(*_COLUMNS).where(and_(True, *where.conditions()))
+
+
+async def search(
+    conn: AsyncConnection, where: AuditFilter, *, before_id: int | None, limit: int
+) -> list[EntryRecord]:
+    """Newest first: up to ``limit`` rows with ``id < before_id``."""
+    stmt = _select(where)
+    if before_id is not None:
+        stmt = stmt.where(AuditEntry.id < before_id)
+    rows = await conn.execute(stmt.order_by(AuditEntry.id.desc()).limit(limit))
+    return [_record(row) for row in rows]
+
+
+async def walk(
+    conn: AsyncConnection, where: AuditFilter | None = None, *, batch: int = 1000
+) -> AsyncIterator[EntryRecord]:
+    """Every matching row, oldest first, fetched ``batch`` rows at a time (keyset paging,
+    so memory stays flat and no cursor stays open on the server)."""
+    after = 0
+    stmt = _select(where or AuditFilter()).order_by(AuditEntry.id)
+    while True:
+        rows = (await conn.execute(stmt.where(AuditEntry.id > after).limit(batch))).all()
+        for row in rows:
+            yield _record(row)
+        if len(rows) < batch:
+            return
+        after = rows[-1][0]
+
+
+async def purge_anchors(conn: AsyncConnection) -> dict[str, set[str]]:
+    """Per chain, the hashes of last purged rows recorded by purges still in the log: the
+    first surviving row of a purged chain names one of them as its predecessor."""
+    found: dict[str, set[str]] = {}
+    rows = await conn.execute(select(AuditEntry.details).where(AuditEntry.action == PURGE_ACTION))
+    for (details,) in rows:
+        for chain, anchor in ((details or {}).get("anchors") or {}).items():
+            found.setdefault(str(chain), set()).add(str(anchor))
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class PurgePlan:
+    """What a purge will remove from one chain: rows up to ``last_id``, the newest of them
+    having ``last_hash`` (the anchor the chain's first surviving row names)."""
+
+    org_id: uuid.UUID | None
+    last_id: int
+    last_hash: str
+    rows: int
+
+    @property
+    def chain(self) -> str:
+        """The chain's key."""
+        return chain_key(self.org_id)
+
+
+async def plan_purge(conn: AsyncConnection, cutoff: datetime) -> list[PurgePlan]:
+    """Per chain, the longest run of oldest rows that are all older than ``cutoff``.
+
+    Only a prefix of each chain is ever removed, never a row in the middle, so every
+    surviving link stays checkable. Each planned chain stays locked until the transaction
+    ends, so the plan cannot go stale.
+    """
+    chains = list(
+        (
+            await conn.execute(select(AuditEntry.org_id).where(AuditEntry.at < cutoff).distinct())
+        ).scalars()
+    )
+    plans = []
+    for org_id in chains:
+        await lock_chain(conn, org_id)
+        keep_from = (
+            await conn.execute(
+                select(func.min(AuditEntry.id)).where(_in_chain(org_id), AuditEntry.at >= cutoff)
+            )
+        ).scalar_one_or_none()
+        doomed = _in_chain(org_id)
+        if keep_from is not None:
+            doomed = and_(doomed, AuditEntry.id < keep_from)
+        last = (
+            await conn.execute(
+                select(AuditEntry.id, AuditEntry.hash)
+                .where(doomed)
+                .order_by(AuditEntry.id.desc())
+                .limit(1)
+            )
+        ).first()
+        if last is None:
+            continue
+        count = (
+            await conn.execute(select(func.count()).select_from(AuditEntry).where(doomed))
+        ).scalar_one()
+        plans.append(PurgePlan(org_id, int(last[0]), str(last[1]), int(count)))
+    return plans
+
+
+async def execute_purge(conn: AsyncConnection, plans: Sequence[PurgePlan]) -> int:
+    """Delete what :func:`plan_purge` planned; returns the number of rows deleted.
+
+    On SQLite the DELETE trigger is dropped and recreated inside this transaction (DDL is
+    transactional there, and ``BEGIN IMMEDIATE`` keeps other writers out meanwhile); on
+    PostgreSQL the connection must be the purge role's, and the trigger checks each row.
+    """
+    sqlite = conn.dialect.name == "sqlite"
+    if sqlite:
+        await conn.exec_driver_sql("DROP TRIGGER IF EXISTS audit_log_no_delete")
+    deleted = 0
+    for plan in plans:
+        result = await conn.execute(
+            delete(AuditEntry).where(_in_chain(plan.org_id), AuditEntry.id <= plan.last_id)
+        )
+        deleted += int(result.rowcount)
+    if sqlite:
+        await conn.exec_driver_sql(audit_guard.SQLITE_NO_DELETE)
+    return deleted

@@ -1,0 +1,71 @@
+"""Run Alembic migrations programmatically, from the CLI or from tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from authkeep.db import roles
+from authkeep.db.engine import Database
+
+# The advisory-lock key of migrations: any constant nothing else locks on (the package name
+# read as a number, halved to fit PostgreSQL's signed bigint).
+MIGRATION_LOCK = int.from_bytes(b"authkeep", "big") >> 1
+
+
+def alembic_config(version_locations: Sequence[str | Path] = ()) -> Config:
+    """Alembic configuration pointing at the migrations shipped inside the package, plus
+    the ``versions`` directories of an application's own migrations (``version_locations``;
+    each such migration names ``depends_on = "0003_orgs"`` or later, on a branch of its own)."""
+    config = Config()
+    config.set_main_option("script_location", "authkeep:migrations")
+    if version_locations:
+        ours = Path(__file__).resolve().parent.parent / "migrations" / "versions"
+        locations = [str(ours), *(str(Path(p).resolve()) for p in version_locations)]
+        config.set_main_option("path_separator", "os")
+        config.set_main_option("version_locations", os.pathsep.join(locations))
+    return config
+
+
+def _upgrade(
+    connection: Connection,
+    revision: str,
+    role_config: roles.RoleConfig,
+    version_locations: Sequence[str | Path] = (),
+) -> None:
+    config = alembic_config(version_locations)
+    config.attributes["connection"] = connection
+    config.attributes[roles.ATTRIBUTE] = role_config
+    command.upgrade(config, revision)
+    # Also when nothing was upgraded: a role configured after the schema was created gets
+    # its grants, and a changed retention reaches the policy row.
+    roles.apply(connection, role_config)
+
+
+async def upgrade(
+    database: Database,
+    revision: str = "heads",
+    *,
+    role_config: roles.RoleConfig | None = None,
+    version_locations: Sequence[str | Path] = (),
+) -> None:
+    """Bring the schema of ``database`` to ``revision`` (default: the newest of every
+    branch), then apply ``role_config`` (grants to the app and purge roles, audit retention
+    policy). Run it as the role that owns the schema. ``version_locations`` adds an
+    application's own migration directories (see :func:`alembic_config`)."""
+    # Services that start together on a fresh database (replicas, hosts) would each create
+    # the tables, and all but one would crash. The migration is one transaction that first
+    # takes a lock: on PostgreSQL a transaction-scoped advisory lock, on SQLite the write
+    # lock (BEGIN IMMEDIATE). The next in line then finds the schema at head.
+    async with database.transaction() as conn:
+        if database.is_postgres:
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+        await conn.run_sync(
+            _upgrade, revision, role_config or roles.RoleConfig(), tuple(version_locations)
+        )

@@ -1,0 +1,202 @@
+"""authkeep's tables. Migrations (``authkeep/migrations``) create them; never ``create_all``."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Uuid,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from authkeep.db.base import Base, UTCDateTime, utcnow
+
+
+class User(Base):
+    """An account. ``email`` is the stored (display) form, ``email_key`` the folded one that
+    uniqueness and look-ups use. Deleting sets ``deleted_at``; rows are never removed."""
+
+    __tablename__ = "users"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    email_key: Mapped[str] = mapped_column(String(254), unique=True)
+    full_name: Mapped[str | None] = mapped_column(String(200))
+    hashed_password: Mapped[str] = mapped_column(String(255))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    is_superuser: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuthSession(Base):
+    """A login: the ``sid`` of every token it issues. Revoking it ends them all."""
+
+    __tablename__ = "auth_sessions"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_reason: Mapped[str | None] = mapped_column(String(32))
+    ip: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(256))
+    # The active organization: access tokens issued by a refresh carry it (issue 5).
+    org_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("organizations.id", ondelete="SET NULL")
+    )
+
+    __table_args__ = (Index("ix_auth_sessions_revoked_at", "revoked_at"),)
+
+
+class RefreshToken(Base):
+    """One refresh token of a session's family, kept as a SHA-256 hash, never in clear.
+
+    Rotation sets ``spent_at`` and ``successor_jti``; theft detection revokes the family
+    (every row of the session) by setting ``revoked_at``.
+    """
+
+    __tablename__ = "refresh_tokens"
+
+    jti: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    session_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("auth_sessions.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    spent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    successor_jti: Mapped[str | None] = mapped_column(String(32))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditEntry(Base):
+    """One audit event: who did what, from where, with what outcome.
+
+    Append-only (database triggers reject UPDATE and DELETE; see ``docs/audit.md``) and
+    hash-chained: ``hash`` covers the row's content and ``prev_hash``, the hash of the
+    previous row of the same chain (one chain per ``org_id``, and one for platform events
+    where it is NULL). No foreign keys: the record must outlive the users and organizations
+    it names, and a cascading delete or SET NULL would be an edit.
+    """
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    org_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    actor_user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    actor_api_key_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    ip: Mapped[str | None] = mapped_column(String(45))
+    action: Mapped[str] = mapped_column(String(64))
+    entity_type: Mapped[str | None] = mapped_column(String(32))
+    entity_id: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON().with_variant(JSONB(), "postgresql"))
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hash: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (
+        Index("ix_audit_log_chain", "org_id", "id"),
+        Index("ix_audit_log_at", "at"),
+        Index("ix_audit_log_action", "action", "id"),
+        Index("ix_audit_log_entity", "entity_type", "entity_id"),
+        {"sqlite_autoincrement": True},
+    )
+
+
+class AuditPolicy(Base):
+    """The one row of rules the database itself enforces on ``audit_log`` (PostgreSQL):
+    how old a row must be before the purge role may delete it, and that role's name.
+    Written by ``authkeep migrate`` (the owner) from the settings; the app cannot change it."""
+
+    __tablename__ = "audit_policy"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    retention_days: Mapped[int] = mapped_column(Integer)
+    purge_role: Mapped[str] = mapped_column(String(63))
+
+
+# Organizations (issue 5). Roles are checked by the database as well as by the services.
+_ROLE_CHECK = "role IN ('admin', 'editor', 'viewer')"
+
+
+class Organization(Base):
+    """A tenant. Deleting sets ``deleted_at`` (the row and its tenant data stay for an
+    operator to export or purge); its memberships are removed and its API keys revoked."""
+
+    __tablename__ = "organizations"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(100))
+    created_by: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Membership(Base):
+    """A user's role in one organization. The primary key (user, organization) is the index
+    the per-request role look-up uses."""
+
+    __tablename__ = "memberships"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (CheckConstraint(_ROLE_CHECK, name="role"),)
+
+
+class ApiKey(Base):
+    """A service credential for one organization, acting for its creator with at most
+    ``role``. Only a SHA-256 of the key is kept; ``prefix`` finds the row. A tenant table:
+    row-level security on PostgreSQL (see ``authkeep.db.tenancy``)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(16))
+    created_by: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (CheckConstraint(_ROLE_CHECK, name="role"),)

@@ -1,0 +1,282 @@
+"""Queries on ``organizations`` and ``memberships``, and the active organization of a session.
+
+These two tables are the tenancy *directory*: they are read before any organization is known
+(the per-request role look-up, "my organizations", switching), so they carry no row-level
+security; every query here is keyed by the organization and user the service verified.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Row, and_, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from authkeep.db.models import AuthSession, Membership, Organization, User
+from authkeep.db.users import UserRecord
+from authkeep.security.permissions import Role, parse_role
+
+
+@dataclass(frozen=True, slots=True)
+class OrgRecord:
+    """An organization and the role the asking user has in it."""
+
+    id: uuid.UUID
+    name: str
+    created_at: datetime
+    role: Role
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRecord:
+    """One member of an organization."""
+
+    user_id: uuid.UUID
+    email: str
+    full_name: str | None
+    role: Role
+    joined_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveOrg:
+    """The organization a token is scoped to, with the member's current role."""
+
+    org_id: uuid.UUID
+    role: Role
+
+
+class AlreadyMember(Exception):
+    """The user already belongs to the organization."""
+
+
+_LIVE = Organization.deleted_at.is_(None)
+_ORG_COLUMNS = (Organization.id, Organization.name, Organization.created_at, Membership.role)
+_MEMBER_COLUMNS = (User.id, User.email, User.full_name, Membership.role, Membership.created_at)
+
+
+def _org(row: Row[uuid.UUID, str, datetime, str]) -> OrgRecord:
+    org_id, name, created_at, role = row
+    return OrgRecord(org_id, name, created_at, Role(role))
+
+
+def _member(row: Row[uuid.UUID, str, str | None, str, datetime]) -> MemberRecord:
+    user_id, email, full_name, role, joined = row
+    return MemberRecord(user_id, email, full_name, Role(role), joined)
+
+
+async def insert_org(
+    conn: AsyncConnection, *, name: str, creator: uuid.UUID, now: datetime
+) -> OrgRecord:
+    """Create an organization with ``creator`` as its admin."""
+    org_id = uuid.uuid4()
+    await conn.execute(
+        insert(Organization).values(
+            id=org_id, name=name, created_by=creator, created_at=now, updated_at=now
+        )
+    )
+    await insert_member(conn, org_id=org_id, user_id=creator, role=Role.ADMIN, now=now)
+    return OrgRecord(org_id, name, now, Role.ADMIN)
+
+
+async def orgs_of(conn: AsyncConnection, user_id: uuid.UUID) -> list[OrgRecord]:
+    """The live organizations ``user_id`` belongs to, oldest membership first."""
+    rows = await conn.execute(
+        select(*_ORG_COLUMNS)
+        .join(Membership, Membership.organization_id == Organization.id)
+        .where(Membership.user_id == user_id, _LIVE)
+        .order_by(Membership.created_at, Organization.id)
+    )
+    return [_org(row) for row in rows]
+
+
+async def org_for_member(
+    conn: AsyncConnection, org_id: uuid.UUID, user_id: uuid.UUID, *, lock: bool = False
+) -> OrgRecord | None:
+    """The live organization ``org_id`` if ``user_id`` is a member, else None.
+
+    ``lock`` takes the organization row's lock (PostgreSQL ``FOR UPDATE``) until the
+    transaction ends, which serialises every membership change of one organization: two
+    admins demoting each other at the same moment cannot both see "another admin remains".
+    """
+    stmt = (
+        select(*_ORG_COLUMNS)
+        .join(Membership, Membership.organization_id == Organization.id)
+        .where(Organization.id == org_id, Membership.user_id == user_id, _LIVE)
+    )
+    if lock:
+        stmt = stmt.with_for_update(of=Organization)
+    row = (await conn.execute(stmt)).first()
+    return _org(row) if row else None
+
+
+async def rename_org(conn: AsyncConnection, org_id: uuid.UUID, name: str, now: datetime) -> None:
+    """Change an organization's name."""
+    await conn.execute(
+        update(Organization).where(Organization.id == org_id).values(name=name, updated_at=now)
+    )
+
+
+async def soft_delete_org(conn: AsyncConnection, org_id: uuid.UUID, now: datetime) -> int:
+    """Mark an organization deleted and remove its memberships (every member loses access
+    on their next request). Returns how many memberships were removed."""
+    await conn.execute(
+        update(Organization)
+        .where(Organization.id == org_id, _LIVE)
+        .values(deleted_at=now, updated_at=now)
+    )
+    result = await conn.execute(delete(Membership).where(Membership.organization_id == org_id))
+    return int(result.rowcount)
+
+
+async def insert_member(
+    conn: AsyncConnection, *, org_id: uuid.UUID, user_id: uuid.UUID, role: Role, now: datetime
+) -> None:
+    """Add a member; :class:`AlreadyMember` if they belong already."""
+    try:
+        async with conn.begin_nested():
+            await conn.execute(
+                insert(Membership).values(
+                    user_id=user_id,
+                    organization_id=org_id,
+                    role=role.value,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+    except IntegrityError:
+        raise AlreadyMember() from None
+
+
+async def members(conn: AsyncConnection, org_id: uuid.UUID) -> list[MemberRecord]:
+    """Every member of an organization, oldest first."""
+    rows = await conn.execute(
+        select(*_MEMBER_COLUMNS)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.organization_id == org_id)
+        .order_by(Membership.created_at, User.id)
+    )
+    return [_member(row) for row in rows]
+
+
+async def member(
+    conn: AsyncConnection, org_id: uuid.UUID, user_id: uuid.UUID
+) -> MemberRecord | None:
+    """One member of an organization."""
+    row = (
+        await conn.execute(
+            select(*_MEMBER_COLUMNS)
+            .join(Membership, Membership.user_id == User.id)
+            .where(Membership.organization_id == org_id, Membership.user_id == user_id)
+        )
+    ).first()
+    return _member(row) if row else None
+
+
+async def find_user(conn: AsyncConnection, email_key: str) -> UserRecord | None:
+    """The user whose folded email is ``email_key`` (to add them as a member)."""
+    row = (
+        await conn.execute(
+            select(
+                User.id,
+                User.email,
+                User.full_name,
+                User.is_active,
+                User.is_superuser,
+                User.created_at,
+                User.deleted_at,
+            ).where(User.email_key == email_key)
+        )
+    ).first()
+    return UserRecord(*row) if row else None
+
+
+async def count_admins(conn: AsyncConnection, org_id: uuid.UUID) -> int:
+    """How many admins an organization has."""
+    return int(
+        (
+            await conn.execute(
+                select(func.count()).where(
+                    Membership.organization_id == org_id, Membership.role == Role.ADMIN.value
+                )
+            )
+        ).scalar_one()
+    )
+
+
+async def set_role(
+    conn: AsyncConnection, org_id: uuid.UUID, user_id: uuid.UUID, role: Role, now: datetime
+) -> None:
+    """Change a member's role."""
+    await conn.execute(
+        update(Membership)
+        .where(Membership.organization_id == org_id, Membership.user_id == user_id)
+        .values(role=role.value, updated_at=now)
+    )
+
+
+async def remove_member(conn: AsyncConnection, org_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+    """Remove a member; whether there was one."""
+    result = await conn.execute(
+        delete(Membership).where(
+            Membership.organization_id == org_id, Membership.user_id == user_id
+        )
+    )
+    return bool(result.rowcount)
+
+
+async def default_org(conn: AsyncConnection, user_id: uuid.UUID) -> ActiveOrg | None:
+    """The organization a new session starts in: the user's oldest membership."""
+    row = (
+        await conn.execute(
+            select(Membership.organization_id, Membership.role)
+            .join(Organization, Organization.id == Membership.organization_id)
+            .where(Membership.user_id == user_id, _LIVE)
+            .order_by(Membership.created_at, Membership.organization_id)
+            .limit(1)
+        )
+    ).first()
+    role = parse_role(row[1]) if row else None
+    return ActiveOrg(row[0], role) if row and role else None
+
+
+async def session_org(conn: AsyncConnection, session_id: uuid.UUID) -> ActiveOrg | None:
+    """The session's active organization and the user's current role in it; None when the
+    session has none or the user is no longer a member (a token then carries no org)."""
+    row = (
+        await conn.execute(
+            select(AuthSession.org_id, Membership.role)
+            .join(
+                Membership,
+                and_(
+                    Membership.user_id == AuthSession.user_id,
+                    Membership.organization_id == AuthSession.org_id,
+                ),
+            )
+            .where(AuthSession.id == session_id)
+        )
+    ).first()
+    if row is None or row[0] is None:
+        return None
+    role = parse_role(row[1])
+    return ActiveOrg(row[0], role) if role else None
+
+
+async def set_session_org(
+    conn: AsyncConnection, session_id: uuid.UUID, user_id: uuid.UUID, org_id: uuid.UUID
+) -> bool:
+    """Make ``org_id`` the live session's active organization; False if the session is not
+    the user's or not live."""
+    result = await conn.execute(
+        update(AuthSession)
+        .where(
+            AuthSession.id == session_id,
+            AuthSession.user_id == user_id,
+            AuthSession.revoked_at.is_(None),
+        )
+        .values(org_id=org_id)
+    )
+    return bool(result.rowcount)

@@ -1,0 +1,244 @@
+"""Queries on ``auth_sessions`` and ``refresh_tokens``."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from authkeep.db.models import AuthSession, RefreshToken
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A session as listed to its user."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+    ip: str | None
+    user_agent: str | None
+
+    def is_live(self, now: datetime) -> bool:
+        """Neither revoked nor expired."""
+        return self.revoked_at is None and self.expires_at > now
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshRecord:
+    """The stored facts about one refresh token."""
+
+    jti: str
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+    token_hash: str
+    created_at: datetime
+    expires_at: datetime
+    spent_at: datetime | None
+    successor_jti: str | None
+    revoked_at: datetime | None
+
+
+_SESSION_COLUMNS = (
+    AuthSession.id,
+    AuthSession.user_id,
+    AuthSession.created_at,
+    AuthSession.last_used_at,
+    AuthSession.expires_at,
+    AuthSession.revoked_at,
+    AuthSession.ip,
+    AuthSession.user_agent,
+)
+_REFRESH_COLUMNS = (
+    RefreshToken.jti,
+    RefreshToken.user_id,
+    RefreshToken.session_id,
+    RefreshToken.token_hash,
+    RefreshToken.created_at,
+    RefreshToken.expires_at,
+    RefreshToken.spent_at,
+    RefreshToken.successor_jti,
+    RefreshToken.revoked_at,
+)
+
+
+async def create_session(
+    conn: AsyncConnection,
+    *,
+    user_id: uuid.UUID,
+    now: datetime,
+    expires_at: datetime,
+    ip: str | None,
+    user_agent: str | None,
+    org_id: uuid.UUID | None = None,
+) -> uuid.UUID:
+    """Insert a new live session (active in ``org_id``, if given) and return its id."""
+    session_id = uuid.uuid4()
+    await conn.execute(
+        insert(AuthSession).values(
+            id=session_id,
+            user_id=user_id,
+            created_at=now,
+            last_used_at=now,
+            expires_at=expires_at,
+            ip=ip,
+            user_agent=user_agent,
+            org_id=org_id,
+        )
+    )
+    return session_id
+
+
+async def get_session(conn: AsyncConnection, session_id: uuid.UUID) -> SessionRecord | None:
+    """One session, live or not."""
+    row = (
+        await conn.execute(select(*_SESSION_COLUMNS).where(AuthSession.id == session_id))
+    ).first()
+    return SessionRecord(*row) if row else None
+
+
+async def live_sessions(
+    conn: AsyncConnection, user_id: uuid.UUID, now: datetime
+) -> list[SessionRecord]:
+    """A user's sessions that are neither revoked nor expired, most recently used first."""
+    rows = await conn.execute(
+        select(*_SESSION_COLUMNS)
+        .where(
+            AuthSession.user_id == user_id,
+            AuthSession.revoked_at.is_(None),
+            AuthSession.expires_at > now,
+        )
+        .order_by(AuthSession.last_used_at.desc())
+    )
+    return [SessionRecord(*row) for row in rows]
+
+
+async def touch_session(conn: AsyncConnection, session_id: uuid.UUID, now: datetime) -> None:
+    """Record that the session was just used."""
+    await conn.execute(
+        update(AuthSession).where(AuthSession.id == session_id).values(last_used_at=now)
+    )
+
+
+async def revoke_sessions(
+    conn: AsyncConnection,
+    *,
+    user_id: uuid.UUID,
+    now: datetime,
+    reason: str,
+    only: uuid.UUID | None = None,
+    keep: uuid.UUID | None = None,
+) -> list[uuid.UUID]:
+    """Revoke a user's live sessions (just ``only``, or all but ``keep``) and their refresh
+    tokens. Returns the ids of the sessions this call revoked."""
+    condition = and_(AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None))
+    if only is not None:
+        condition = and_(condition, AuthSession.id == only)
+    if keep is not None:
+        condition = and_(condition, AuthSession.id != keep)
+    ids = list((await conn.execute(select(AuthSession.id).where(condition))).scalars())
+    if not ids:
+        return []
+    await conn.execute(
+        update(AuthSession)
+        .where(AuthSession.id.in_(ids), AuthSession.revoked_at.is_(None))
+        .values(revoked_at=now, revoked_reason=reason)
+    )
+    await conn.execute(
+        update(RefreshToken)
+        .where(RefreshToken.session_id.in_(ids), RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    return ids
+
+
+async def revoked_since(conn: AsyncConnection, since: datetime) -> list[tuple[uuid.UUID, datetime]]:
+    """Sessions revoked after ``since``: their access tokens may still be unexpired."""
+    rows = await conn.execute(
+        select(AuthSession.id, AuthSession.revoked_at).where(AuthSession.revoked_at > since)
+    )
+    return [(row[0], row[1]) for row in rows if row[1] is not None]
+
+
+async def session_is_revoked(conn: AsyncConnection, session_id: uuid.UUID) -> bool:
+    """Whether the session is revoked (or unknown)."""
+    row = (
+        await conn.execute(select(AuthSession.revoked_at).where(AuthSession.id == session_id))
+    ).first()
+    return row is None or row[0] is not None
+
+
+async def insert_refresh(
+    conn: AsyncConnection,
+    *,
+    jti: str,
+    user_id: uuid.UUID,
+    session_id: uuid.UUID,
+    token_hash: str,
+    created_at: datetime,
+    expires_at: datetime,
+) -> None:
+    """Store a new refresh token (its hash)."""
+    await conn.execute(
+        insert(RefreshToken).values(
+            jti=jti,
+            user_id=user_id,
+            session_id=session_id,
+            token_hash=token_hash,
+            created_at=created_at,
+            expires_at=expires_at,
+        )
+    )
+
+
+async def get_refresh(conn: AsyncConnection, jti: str) -> RefreshRecord | None:
+    """One stored refresh token."""
+    row = (await conn.execute(select(*_REFRESH_COLUMNS).where(RefreshToken.jti == jti))).first()
+    return RefreshRecord(*row) if row else None
+
+
+async def spend_refresh(
+    conn: AsyncConnection, *, jti: str, token_hash: str, successor_jti: str, now: datetime
+) -> bool:
+    """Atomically mark a live refresh token spent. Exactly one concurrent caller wins: the
+    conditional UPDATE takes the row lock and re-checks ``spent_at`` after waiting for it."""
+    result = await conn.execute(
+        update(RefreshToken)
+        .where(
+            RefreshToken.jti == jti,
+            RefreshToken.token_hash == token_hash,
+            RefreshToken.spent_at.is_(None),
+            RefreshToken.revoked_at.is_(None),
+            RefreshToken.expires_at > now,
+        )
+        .values(spent_at=now, successor_jti=successor_jti)
+    )
+    return bool(result.rowcount == 1)
+
+
+async def purge_batch(
+    conn: AsyncConnection, *, now: datetime, ended_before: datetime, limit: int
+) -> tuple[int, int, int]:
+    """Delete at most ``limit`` expired refresh tokens, and at most ``limit`` sessions that
+    expired or were revoked before ``ended_before`` (with all their tokens).
+
+    Spent tokens stay until they expire: a replay of one must still be recognised as theft.
+    Ended sessions stay until ``ended_before`` (the longest access-token lifetime ago): their
+    revocation must still be known, and no refresh that began while they lived can still be
+    running and about to insert a token for them. Returns (sessions, expired tokens, tokens
+    of deleted sessions)."""
+    expired = select(RefreshToken.jti).where(RefreshToken.expires_at <= now).limit(limit)
+    tokens = await conn.execute(delete(RefreshToken).where(RefreshToken.jti.in_(expired)))
+    ended = or_(AuthSession.expires_at <= ended_before, AuthSession.revoked_at < ended_before)
+    ids = list((await conn.execute(select(AuthSession.id).where(ended).limit(limit))).scalars())
+    if not ids:
+        return 0, int(tokens.rowcount), 0
+    cascaded = await conn.execute(delete(RefreshToken).where(RefreshToken.session_id.in_(ids)))
+    sessions = await conn.execute(delete(AuthSession).where(AuthSession.id.in_(ids)))
+    return int(sessions.rowcount), int(tokens.rowcount), int(cascaded.rowcount)

@@ -1,0 +1,166 @@
+"""Queries on ``users``. Core statements on the ORM tables: no identity map, no lazy loads."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from authkeep.db.base import utcnow
+from authkeep.db.models import Membership, User
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """A user as the rest of authkeep sees it: never with its password hash."""
+
+    id: uuid.UUID
+    email: str
+    full_name: str | None
+    is_active: bool
+    is_superuser: bool
+    created_at: datetime
+    deleted_at: datetime | None
+
+    @property
+    def can_sign_in(self) -> bool:
+        """Active and not deleted."""
+        return self.is_active and self.deleted_at is None
+
+
+_COLUMNS = (
+    User.id,
+    User.email,
+    User.full_name,
+    User.is_active,
+    User.is_superuser,
+    User.created_at,
+    User.deleted_at,
+)
+
+
+class EmailTaken(Exception):
+    """The folded email already belongs to an account."""
+
+
+def _record(row: object) -> UserRecord:
+    return UserRecord(*row)  # type: ignore[misc]
+
+
+async def get_by_id(conn: AsyncConnection, user_id: uuid.UUID) -> UserRecord | None:
+    """The user with this id, deleted or not."""
+    row = (await conn.execute(select(*_COLUMNS).where(User.id == user_id))).first()
+    return _record(row) if row else None
+
+
+async def get_with_role(
+    conn: AsyncConnection, user_id: uuid.UUID, org_id: uuid.UUID | None
+) -> tuple[UserRecord, str | None] | None:
+    """The user and their CURRENT role in ``org_id`` (None if not a member), in one query
+    on two primary keys: the per-request path, so a role change or a removal takes effect
+    on the member's next request instead of when their token expires."""
+    if org_id is None:
+        user = await get_by_id(conn, user_id)
+        return (user, None) if user else None
+    row = (
+        await conn.execute(
+            select(*_COLUMNS, Membership.role)
+            .outerjoin(
+                Membership,
+                and_(Membership.user_id == User.id, Membership.organization_id == org_id),
+            )
+            .where(User.id == user_id)
+        )
+    ).first()
+    if row is None:
+        return None
+    return _record(row[:-1]), row[-1]
+
+
+async def get_credentials(conn: AsyncConnection, email_key: str) -> tuple[UserRecord, str] | None:
+    """The user with this folded email and its password hash, for login."""
+    row = (
+        await conn.execute(
+            select(*_COLUMNS, User.hashed_password).where(User.email_key == email_key)
+        )
+    ).first()
+    if row is None:
+        return None
+    return _record(row[:-1]), row[-1]
+
+
+async def get_password_hash(conn: AsyncConnection, user_id: uuid.UUID) -> str | None:
+    """The stored hash of a user's password."""
+    return (
+        await conn.execute(select(User.hashed_password).where(User.id == user_id))
+    ).scalar_one_or_none()
+
+
+async def insert_user(
+    conn: AsyncConnection,
+    *,
+    email: str,
+    email_key: str,
+    hashed_password: str,
+    full_name: str | None,
+    is_superuser: bool = False,
+) -> UserRecord:
+    """Create a user; raise :class:`EmailTaken` when the email is registered."""
+    now = utcnow()
+    user_id = uuid.uuid4()
+    try:
+        async with conn.begin_nested():
+            await conn.execute(
+                insert(User).values(
+                    id=user_id,
+                    email=email,
+                    email_key=email_key,
+                    full_name=full_name,
+                    hashed_password=hashed_password,
+                    is_active=True,
+                    is_superuser=is_superuser,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+    except IntegrityError:
+        raise EmailTaken() from None
+    return UserRecord(user_id, email, full_name, True, is_superuser, now, None)
+
+
+async def set_password_hash(conn: AsyncConnection, user_id: uuid.UUID, hashed: str) -> None:
+    """Replace a user's password hash."""
+    await conn.execute(
+        update(User).where(User.id == user_id).values(hashed_password=hashed, updated_at=utcnow())
+    )
+
+
+async def update_user(conn: AsyncConnection, user_id: uuid.UUID, **values: object) -> None:
+    """Set columns of one user (``is_active``, ``is_superuser``, ``full_name``, ...)."""
+    await conn.execute(update(User).where(User.id == user_id).values(updated_at=utcnow(), **values))
+
+
+async def search(
+    conn: AsyncConnection, *, query: str | None, offset: int, limit: int
+) -> tuple[list[UserRecord], int]:
+    """Users whose email or name contains ``query``, newest first, and the total count."""
+    condition = None
+    if query:
+        escaped = query.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{escaped}%"
+        condition = or_(
+            User.email_key.like(pattern, escape="\\"),
+            func.lower(User.full_name).like(pattern, escape="\\"),
+        )
+    stmt = select(*_COLUMNS).order_by(User.created_at.desc(), User.id)
+    count = select(func.count()).select_from(User)
+    if condition is not None:
+        stmt = stmt.where(condition)
+        count = count.where(condition)
+    rows = (await conn.execute(stmt.offset(offset).limit(limit))).all()
+    total = (await conn.execute(count)).scalar_one()
+    return [_record(row) for row in rows], total

@@ -1,0 +1,118 @@
+"""Domain errors. Services raise these; ``authkeep.http.errors`` maps them to HTTP.
+
+::
+
+    AuthkeepError
+    ├── InvalidCredentials        wrong email/password, unknown, inactive or deleted user
+    ├── InvalidToken              bad, expired, revoked or wrongly typed token
+    │   └── TokenReused           a spent refresh token came back: the family is revoked
+    ├── PermissionDenied          a known user lacks the right
+    ├── NotFound                  absent, or in another tenant (never says which)
+    ├── Conflict                  e.g. the email is already registered
+    ├── PolicyViolation           a value breaks a rule (password policy, last admin)
+    ├── RateLimited               too many attempts; carries retry_after
+    ├── Overloaded                a bounded resource is full (hashing queue)
+    └── DependencyUnavailable     a backing service (database, Redis) does not answer
+"""
+
+from __future__ import annotations
+
+import uuid
+
+
+class AuthkeepError(Exception):
+    """Root of every error authkeep raises on purpose."""
+
+    detail: str = "Request failed"
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail or self.detail)
+        if detail is not None:
+            self.detail = detail
+
+
+class InvalidCredentials(AuthkeepError):
+    """Login failed; deliberately silent about why."""
+
+    detail = "Incorrect email or password"
+
+
+class InvalidToken(AuthkeepError):
+    """A token could not be accepted."""
+
+    detail = "Could not validate credentials"
+
+
+class TokenReused(InvalidToken):
+    """A refresh token was presented after it was spent: possible theft."""
+
+
+class PermissionDenied(AuthkeepError):
+    """The caller is known but not allowed. The optional keywords say what was refused; they
+    go to the audit log, never to the client."""
+
+    detail = "Not enough permissions"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        entity_type: str | None = None,
+        entity_id: object | None = None,
+        org_id: uuid.UUID | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.entity_type = entity_type
+        self.entity_id = None if entity_id is None else str(entity_id)
+        self.org_id = org_id
+
+
+class NotFound(AuthkeepError):
+    """The resource does not exist for this caller."""
+
+    detail = "Not found"
+
+
+class Conflict(AuthkeepError):
+    """The request conflicts with the current state."""
+
+    detail = "Conflict"
+
+
+class PolicyViolation(AuthkeepError):
+    """A submitted value breaks a rule; ``detail`` says which, never echoing the value."""
+
+    detail = "Request violates policy"
+
+
+class RateLimited(AuthkeepError):
+    """Too many requests; ``retry_after`` is in whole seconds. ``limit`` names the limit that
+    was hit and ``key`` what it counted (for the audit log's throttling; never sent)."""
+
+    detail = "Too many requests"
+
+    def __init__(
+        self,
+        retry_after: int,
+        detail: str | None = None,
+        *,
+        limit: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.retry_after = max(1, retry_after)
+        self.limit = limit
+        self.key = key
+
+
+class Overloaded(AuthkeepError):
+    """A bounded queue is full; the client should retry shortly."""
+
+    detail = "Server busy, retry shortly"
+    retry_after = 1
+
+
+class DependencyUnavailable(AuthkeepError):
+    """A backing service is unreachable."""
+
+    detail = "Service temporarily unavailable"

@@ -1,0 +1,1 @@
+"""HTTP: the app factory, routers, dependencies, middleware and error mapping."""

@@ -1,0 +1,70 @@
+"""FastAPI dependencies an app uses to protect its routes.
+
+``CurrentUser`` is the whole integration for most routes::
+
+    @app.get("/things")
+    async def things(user: CurrentUser) -> ...: ...
+
+Every failure is a 401 with ``WWW-Authenticate: Bearer`` (see ``authkeep.http.errors``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, cast
+
+from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
+
+from authkeep.db.users import UserRecord
+from authkeep.errors import InvalidToken, PermissionDenied
+from authkeep.services.authn import Principal
+from authkeep.services.context import RequestInfo
+
+if TYPE_CHECKING:
+    from authkeep.http.app import Authkeep
+
+TOKEN_URL = "/api/v1/auth/token"
+# auto_error=False: we raise our own InvalidToken so that the body and headers are the same
+# for a missing token as for a bad one.
+bearer_scheme = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False)
+
+
+def get_authkeep(request: Request) -> Authkeep:
+    """The Authkeep instance installed on this app."""
+    return cast("Authkeep", request.app.state.authkeep)
+
+
+def request_info(request: Request) -> RequestInfo:
+    """Client IP (proxy-aware), user agent and request id of the current request."""
+    state = request.scope.get("state", {})
+    client = request.scope.get("client")
+    return RequestInfo(
+        ip=state.get("client_ip", client[0] if client else None),
+        user_agent=request.headers.get("user-agent"),
+        request_id=state.get("request_id"),
+    )
+
+
+async def current_principal(
+    request: Request, token: Annotated[str | None, Depends(bearer_scheme)]
+) -> Principal:
+    """The verified caller's user session, or 401. API keys get 403: routes that take this
+    dependency act on a user's own account or session (``/auth/*``, organizations, admin),
+    which a service credential must not reach (use ``current_caller`` to accept keys)."""
+    if request.headers.get("x-api-key") is not None or (token and token.startswith("ak_")):
+        raise PermissionDenied("This route needs a user session; API keys are not accepted")
+    if not token:
+        raise InvalidToken("Not authenticated")
+    principal = await get_authkeep(request).services.authenticator.authenticate(token)
+    request.scope.setdefault("state", {})["principal"] = principal
+    return principal
+
+
+async def current_user(principal: Annotated[Principal, Depends(current_principal)]) -> UserRecord:
+    """The verified caller's user record, or 401."""
+    return principal.user
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+CurrentUser = Annotated[UserRecord, Depends(current_user)]
+Info = Annotated[RequestInfo, Depends(request_info)]

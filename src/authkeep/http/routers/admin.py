@@ -1,0 +1,103 @@
+"""``/api/v1/admin``: platform administration (``is_superuser``, user sessions only).
+
+With ``AUTHKEEP_ADMIN_ALLOWED_IPS`` set, a client whose (proxy-aware) IP is not listed gets
+the same 404 as an unknown path, before any authentication: the admin surface is not
+advertised to the internet, and a stolen admin token is useless from outside the list. An
+``X-Forwarded-For`` header counts only from ``AUTHKEEP_TRUSTED_PROXIES``, so a client cannot
+write its way in.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+import structlog
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from starlette.exceptions import HTTPException
+
+from authkeep.db.users import UserRecord
+from authkeep.http.deps import CurrentPrincipal, Info, get_authkeep
+from authkeep.http.org_schemas import AdminUserOut, AdminUserPage, AdminUserPatch
+from authkeep.services.platform_admin import MAX_PAGE, PlatformAdmin
+
+log = structlog.get_logger("authkeep.admin")
+
+
+async def admin_ip_allowed(request: Request) -> None:
+    """404 unless the client IP is on the admin allow-list (when one is set)."""
+    authkeep = get_authkeep(request)
+    allow_list = authkeep.admin_allow_list
+    if allow_list is None:
+        return
+    client_ip = request.scope.get("state", {}).get("client_ip")
+    if not allow_list.allows(client_ip):
+        log.warning("admin_ip_refused", client_ip=client_ip, path=request.url.path)
+        raise HTTPException(status_code=404)
+
+
+# Router-level: runs before the route's own dependencies, so before authentication.
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(admin_ip_allowed)])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Not authenticated"},
+    403: {"description": "Not a platform admin, or an API key"},
+    404: {"description": "No such user (or the client IP is not allowed)"},
+}
+
+
+def _admin(request: Request) -> PlatformAdmin:
+    return get_authkeep(request).services.platform_admin
+
+
+def admin_user_out(user: UserRecord) -> AdminUserOut:
+    """A user as a platform admin sees it."""
+    return AdminUserOut(
+        id=user.id,
+        email=user.email,
+        full_name=user.full_name,
+        is_active=user.is_active,
+        is_superuser=user.is_superuser,
+        created_at=user.created_at,
+        deleted_at=user.deleted_at,
+    )
+
+
+@router.get("/users", response_model=AdminUserPage, responses=_ERRORS)
+async def search_users(
+    principal: CurrentPrincipal,
+    request: Request,
+    q: Annotated[str | None, Query(min_length=1, max_length=254)] = None,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+) -> AdminUserPage:
+    """Users whose email or name contains ``q``, newest first."""
+    page = await _admin(request).search(principal, query=q, offset=offset, limit=limit)
+    return AdminUserPage(
+        items=[admin_user_out(u) for u in page.items],
+        total=page.total,
+        offset=page.offset,
+        limit=page.limit,
+    )
+
+
+@router.patch("/users/{user_id}", response_model=AdminUserOut, responses=_ERRORS)
+async def update_user(
+    user_id: uuid.UUID,
+    body: AdminUserPatch,
+    principal: CurrentPrincipal,
+    request: Request,
+    info: Info,
+) -> AdminUserOut:
+    """Activate or deactivate a user (deactivation ends their sessions at once)."""
+    user = await _admin(request).set_active(principal, user_id, body.is_active, info)
+    return admin_user_out(user)
+
+
+@router.delete("/users/{user_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_ERRORS)
+async def delete_user(
+    user_id: uuid.UUID, principal: CurrentPrincipal, request: Request, info: Info
+) -> Response:
+    """Soft-delete a user (the row stays; sessions end at once)."""
+    await _admin(request).delete(principal, user_id, info)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

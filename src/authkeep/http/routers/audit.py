@@ -1,0 +1,100 @@
+"""``GET /api/v1/audit``: search the audit trail (platform admins; org admins later)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel
+
+from authkeep.db.audit import AuditFilter, EntryRecord
+from authkeep.http.deps import CurrentPrincipal, Info, get_authkeep
+
+router = APIRouter(prefix="/audit", tags=["audit"])
+
+
+class AuditEntryOut(BaseModel):
+    """One audit row. ``hash``/``prev_hash`` let a client check the chain independently."""
+
+    id: int
+    at: datetime
+    org_id: uuid.UUID | None
+    actor_user_id: uuid.UUID | None
+    actor_api_key_id: uuid.UUID | None
+    request_id: str | None
+    ip: str | None
+    action: str
+    entity_type: str | None
+    entity_id: str | None
+    outcome: Literal["success", "failure"]
+    details: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class AuditPageOut(BaseModel):
+    """A page of rows, newest first; pass ``next_cursor`` as ``cursor`` for the next."""
+
+    items: list[AuditEntryOut]
+    next_cursor: str | None
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _entry_out(row: EntryRecord) -> AuditEntryOut:
+    return AuditEntryOut.model_validate(row.as_json())
+
+
+Text = Annotated[str | None, Query(min_length=1, max_length=64)]
+
+
+@router.get(
+    "",
+    response_model=AuditPageOut,
+    responses={
+        401: {"description": "Not authenticated"},
+        403: {"description": "Not an admin"},
+    },
+)
+async def search_audit(
+    principal: CurrentPrincipal,
+    request: Request,
+    info: Info,
+    actor_user_id: uuid.UUID | None = None,
+    actor_api_key_id: uuid.UUID | None = None,
+    action: Text = None,
+    entity_type: Text = None,
+    entity_id: Text = None,
+    outcome: Literal["success", "failure"] | None = None,
+    since: Annotated[datetime | None, Query(description="inclusive; UTC if no offset")] = None,
+    until: Annotated[datetime | None, Query(description="exclusive; UTC if no offset")] = None,
+    org_id: Annotated[
+        uuid.UUID | Literal["platform"] | None,
+        Query(description="one organization's chain, or 'platform' for platform events"),
+    ] = None,
+    cursor: Annotated[str | None, Query(max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> AuditPageOut:
+    """Audit rows matching every given filter, newest first, with cursor paging."""
+    where = AuditFilter(
+        org_ids=None if org_id is None else [] if org_id == "platform" else [org_id],
+        platform=org_id == "platform",
+        actor_user_id=actor_user_id,
+        actor_api_key_id=actor_api_key_id,
+        action=action,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        outcome=outcome,
+        since=_utc(since),
+        until=_utc(until),
+    )
+    page = await get_authkeep(request).services.audit_reader.page(
+        principal, where, cursor=cursor, limit=limit, info=info
+    )
+    return AuditPageOut(items=[_entry_out(row) for row in page.items], next_cursor=page.next_cursor)

@@ -1,0 +1,182 @@
+"""``/api/v1/auth``: register, login, token, refresh, logout, me, password, sessions."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, Request, Response, status
+
+from authkeep.db.users import UserRecord
+from authkeep.http.deps import CurrentPrincipal, CurrentUser, Info, get_authkeep
+from authkeep.http.limits import limit_per_ip, limit_per_user, report_of
+from authkeep.http.schemas import (
+    LoginIn,
+    PasswordChangeIn,
+    RefreshIn,
+    RegisterIn,
+    SessionOut,
+    TokenOut,
+    UserOut,
+)
+from authkeep.services.sessions import TokenPair
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+_401: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing, invalid, expired or revoked credentials"}
+}
+_429: dict[int | str, dict[str, Any]] = {
+    429: {"description": "Rate limit reached; see Retry-After and RateLimit-* headers"}
+}
+_LOGIN: dict[int | str, dict[str, Any]] = {
+    **_401,
+    **_429,
+    503: {"description": "Rate limiter unreachable: logins are refused until it answers"},
+}
+
+
+def user_out(user: UserRecord) -> UserOut:
+    """The public view of a user."""
+    return UserOut(
+        id=user.id,
+        email=user.email,
+        full_name=user.full_name,
+        is_active=user.is_active,
+        created_at=user.created_at,
+    )
+
+
+def token_out(pair: TokenPair) -> TokenOut:
+    """The public view of a token pair."""
+    return TokenOut(
+        access_token=pair.access_token,
+        refresh_token=pair.refresh_token,
+        expires_in=pair.expires_in,
+        user=user_out(pair.user),
+    )
+
+
+@router.post(
+    "/register",
+    response_model=UserOut,
+    status_code=status.HTTP_201_CREATED,
+    responses={409: {"description": "Email already registered"}, **_429},
+    dependencies=[Depends(limit_per_ip("register"))],
+)
+async def register(body: RegisterIn, request: Request, info: Info) -> UserOut:
+    """Create an account."""
+    user = await get_authkeep(request).services.accounts.register(
+        email=body.email, password=body.password, full_name=body.full_name, info=info
+    )
+    return user_out(user)
+
+
+@router.post("/login", response_model=TokenOut, responses=_LOGIN)
+async def login(body: LoginIn, request: Request, info: Info) -> TokenOut:
+    """Exchange email and password for an access and a refresh token."""
+    pair = await get_authkeep(request).services.login_throttle.login(
+        body.email, body.password, info, report_of(request.scope)
+    )
+    return token_out(pair)
+
+
+@router.post("/token", response_model=TokenOut, responses=_LOGIN)
+async def token(
+    request: Request,
+    info: Info,
+    username: Annotated[str, Form(min_length=3, max_length=320)],
+    password: Annotated[str, Form(min_length=1, max_length=1024)],
+) -> TokenOut:
+    """OAuth2 password flow (form fields ``username`` = email, ``password``)."""
+    pair = await get_authkeep(request).services.login_throttle.login(
+        username, password, info, report_of(request.scope)
+    )
+    return token_out(pair)
+
+
+@router.post(
+    "/refresh",
+    response_model=TokenOut,
+    responses={**_401, **_429},
+    dependencies=[Depends(limit_per_ip("refresh"))],
+)
+async def refresh(body: RefreshIn, request: Request, info: Info) -> TokenOut:
+    """Spend a refresh token for a new pair."""
+    pair = await get_authkeep(request).services.sessions.refresh(body.refresh_token, info)
+    return token_out(pair)
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=_401)
+async def logout(principal: CurrentPrincipal, request: Request, info: Info) -> Response:
+    """End the current session: its access and refresh tokens stop working at once."""
+    await get_authkeep(request).services.sessions.end(
+        principal.user.id, only=principal.session_id, reason="logout", info=info
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/logout-all", status_code=status.HTTP_204_NO_CONTENT, responses=_401)
+async def logout_all(principal: CurrentPrincipal, request: Request, info: Info) -> Response:
+    """End every session of the user."""
+    await get_authkeep(request).services.sessions.end(
+        principal.user.id, reason="logout_all", info=info
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/me", response_model=UserOut, responses=_401)
+async def me(user: CurrentUser) -> UserOut:
+    """The current user."""
+    return user_out(user)
+
+
+@router.post(
+    "/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**_401, **_429},
+    dependencies=[Depends(limit_per_user("password_change"))],
+)
+async def change_password(
+    body: PasswordChangeIn, principal: CurrentPrincipal, request: Request, info: Info
+) -> Response:
+    """Change the password; every other session ends."""
+    await get_authkeep(request).services.accounts.change_password(
+        principal.user,
+        current_password=body.current_password,
+        new_password=body.new_password,
+        keep_session=principal.session_id,
+        info=info,
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/sessions", response_model=list[SessionOut], responses=_401)
+async def sessions(principal: CurrentPrincipal, request: Request) -> list[SessionOut]:
+    """The user's live sessions; ``current`` marks the one making this request."""
+    records = await get_authkeep(request).services.sessions.list_live(principal.user.id)
+    return [
+        SessionOut(
+            id=record.id,
+            created_at=record.created_at,
+            last_used_at=record.last_used_at,
+            expires_at=record.expires_at,
+            ip=record.ip,
+            user_agent=record.user_agent,
+            current=record.id == principal.session_id,
+        )
+        for record in records
+    ]
+
+
+@router.delete(
+    "/sessions/{session_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**_401, 404: {"description": "No such live session of yours"}},
+)
+async def end_session(
+    session_id: uuid.UUID, principal: CurrentPrincipal, request: Request, info: Info
+) -> Response:
+    """End one of the user's sessions."""
+    await get_authkeep(request).services.sessions.end_one(principal.user.id, session_id, info)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

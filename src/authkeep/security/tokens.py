@@ -1,0 +1,241 @@
+"""JWT access and refresh tokens (PyJWT).
+
+Every failure, whatever its cause, becomes one :class:`~authkeep.errors.InvalidToken` raised
+from the cause: callers cannot accidentally treat one kind of bad token differently.
+
+Checks, in order, each stopping an attack:
+
+* size (8 KB) and alphabet (three base64url segments) before any parsing — oversized or
+  malformed input costs nothing;
+* the header may hold only ``alg``, ``typ`` and ``kid`` — ``jku``/``x5u``/``jwk`` (key
+  injection) and ``crit`` extensions are refused, nothing is ever fetched;
+* ``kid`` must name a key of our ring and ``alg`` must be that key's single algorithm —
+  no ``none``, no HS256-with-the-public-key confusion;
+* signature, ``exp``, ``iat`` (not in the future), ``nbf``, exact ``iss`` and ``aud`` — with a
+  small leeway for clock skew;
+* ``token_type`` must be the one expected — a refresh token is not an access token.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import jwt
+
+from authkeep.errors import InvalidToken
+from authkeep.security.keys import KeyRing
+
+TokenType = Literal["access", "refresh"]
+
+MAX_TOKEN_BYTES = 8192
+_JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+_ALLOWED_HEADER_KEYS = frozenset({"alg", "typ", "kid"})
+_REQUIRED = ["exp", "iat", "sub", "jti", "sid", "iss", "aud", "token_type"]
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    """The verified content of an access token."""
+
+    user_id: str
+    session_id: str
+    token_id: str
+    email: str
+    issued_at: int
+    expires_at: int
+    org_id: str | None = None
+    role: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshClaims:
+    """The verified content of a refresh token."""
+
+    user_id: str
+    session_id: str
+    token_id: str
+    issued_at: int
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A freshly signed token and the facts a caller stores about it."""
+
+    token: str
+    token_id: str
+    issued_at: datetime
+    expires_at: datetime
+
+
+def _epoch(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+class TokenCodec:
+    """Sign and verify authkeep's JWTs."""
+
+    def __init__(
+        self,
+        keys: KeyRing,
+        *,
+        issuer: str,
+        audience: str,
+        access_ttl: timedelta,
+        refresh_ttl: timedelta,
+        leeway_seconds: int = 10,
+    ) -> None:
+        self.keys = keys
+        self.issuer = issuer
+        self.audience = audience
+        self.access_ttl = access_ttl
+        self.refresh_ttl = refresh_ttl
+        self.leeway = leeway_seconds
+
+    def _encode(self, claims: dict[str, Any]) -> str:
+        key = self.keys.current
+        return jwt.encode(
+            claims, key.signing_material, algorithm=key.algorithm, headers={"kid": key.kid}
+        )
+
+    def issue_access(
+        self,
+        *,
+        user_id: str,
+        email: str,
+        session_id: str,
+        org_id: str | None = None,
+        role: str | None = None,
+        now: datetime | None = None,
+    ) -> IssuedToken:
+        """Sign a new access token."""
+        issued = (now or datetime.now(UTC)).replace(microsecond=0)
+        expires = issued + self.access_ttl
+        jti = uuid.uuid4().hex
+        claims: dict[str, Any] = {
+            "sub": user_id,
+            "email": email,
+            "sid": session_id,
+            "jti": jti,
+            "iat": _epoch(issued),
+            "exp": _epoch(expires),
+            "iss": self.issuer,
+            "aud": self.audience,
+            "token_type": "access",
+        }
+        if org_id is not None:
+            claims["org_id"] = org_id
+            claims["role"] = role
+        return IssuedToken(self._encode(claims), jti, issued, expires)
+
+    def encode_refresh(
+        self,
+        *,
+        user_id: str,
+        session_id: str,
+        token_id: str,
+        issued_at: datetime,
+        expires_at: datetime,
+    ) -> str:
+        """Sign a refresh token. Deterministic: the same facts give the same token, which is
+        how a retried refresh inside the grace window receives the very same successor while
+        the server keeps only its hash."""
+        return self._encode(
+            {
+                "sub": user_id,
+                "sid": session_id,
+                "jti": token_id,
+                "iat": _epoch(issued_at),
+                "exp": _epoch(expires_at),
+                "iss": self.issuer,
+                "aud": self.audience,
+                "token_type": "refresh",
+            }
+        )
+
+    def new_refresh(
+        self, *, user_id: str, session_id: str, now: datetime | None = None
+    ) -> IssuedToken:
+        """Sign a refresh token with a new id."""
+        issued = (now or datetime.now(UTC)).replace(microsecond=0)
+        expires = issued + self.refresh_ttl
+        jti = uuid.uuid4().hex
+        token = self.encode_refresh(
+            user_id=user_id,
+            session_id=session_id,
+            token_id=jti,
+            issued_at=issued,
+            expires_at=expires,
+        )
+        return IssuedToken(token, jti, issued, expires)
+
+    def decode(self, token: str, expected_type: TokenType) -> dict[str, Any]:
+        """Verify ``token`` completely and return its claims, or raise InvalidToken."""
+        if len(token) > MAX_TOKEN_BYTES or not _JWT_SHAPE.fullmatch(token):
+            raise InvalidToken()
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidToken() from exc
+        if not isinstance(header, dict) or not header.keys() <= _ALLOWED_HEADER_KEYS:
+            raise InvalidToken()
+        if header.get("typ", "JWT") != "JWT":
+            raise InvalidToken()
+        kid = header.get("kid")
+        key = self.keys.get(kid) if isinstance(kid, str) else None
+        if key is None or header.get("alg") != key.algorithm:
+            raise InvalidToken()
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key.verifying_material,
+                algorithms=[key.algorithm],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": _REQUIRED, "strict_aud": True},
+            )
+        except jwt.PyJWTError as exc:
+            raise InvalidToken() from exc
+        if claims.get("token_type") != expected_type:
+            raise InvalidToken()
+        for name in ("sub", "sid", "jti"):
+            if not isinstance(claims.get(name), str):
+                raise InvalidToken()
+        return claims
+
+    def decode_access(self, token: str) -> AccessClaims:
+        """Verify an access token."""
+        claims = self.decode(token, "access")
+        email = claims.get("email")
+        org_id = claims.get("org_id")
+        role = claims.get("role")
+        if not isinstance(email, str) or not isinstance(org_id, str | None):
+            raise InvalidToken()
+        if not isinstance(role, str | None):
+            raise InvalidToken()
+        return AccessClaims(
+            user_id=claims["sub"],
+            session_id=claims["sid"],
+            token_id=claims["jti"],
+            email=email,
+            issued_at=int(claims["iat"]),
+            expires_at=int(claims["exp"]),
+            org_id=org_id,
+            role=role,
+        )
+
+    def decode_refresh(self, token: str) -> RefreshClaims:
+        """Verify a refresh token."""
+        claims = self.decode(token, "refresh")
+        return RefreshClaims(
+            user_id=claims["sub"],
+            session_id=claims["sid"],
+            token_id=claims["jti"],
+            issued_at=int(claims["iat"]),
+            expires_at=int(claims["exp"]),
+        )

@@ -1,0 +1,2 @@
+"""Use cases: register, login, refresh, logout, ... They raise domain errors
+(``authkeep.errors``) and never import FastAPI, so tests reach every rule without HTTP."""

@@ -1,0 +1,285 @@
+"""Accounts: register, check credentials, change password, deactivate and delete."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+
+import structlog
+
+from authkeep import metrics
+from authkeep.db import sessions as session_rows
+from authkeep.db import users as user_rows
+from authkeep.db.base import utcnow
+from authkeep.db.engine import Database
+from authkeep.db.users import UserRecord
+from authkeep.errors import Conflict, InvalidCredentials, NotFound, PolicyViolation
+from authkeep.security.emails import (
+    InvalidEmail,
+    email_key,
+    login_key,
+    normalize_email,
+)
+from authkeep.security.password_policy import PasswordRejected, check_password
+from authkeep.security.passwords import PasswordHasher
+from authkeep.services.audit import SYSTEM, Action, Actor, AuditEvent, AuditLog
+from authkeep.services.context import RequestInfo
+
+log = structlog.get_logger("authkeep.accounts")
+
+Publish = Callable[[Iterable[uuid.UUID]], Awaitable[None]]
+
+
+class FieldError(PolicyViolation):
+    """A rule broken by one submitted field; ``field`` names it for a 422 body."""
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(detail)
+        self.field = field
+
+
+def valid_email(raw: str) -> str:
+    """The stored form of ``raw``, or a FieldError that does not repeat it."""
+    try:
+        return normalize_email(raw)
+    except InvalidEmail as exc:
+        raise FieldError("email", str(exc)) from None
+
+
+def valid_password(password: str, *, email: str | None, field: str = "password") -> None:
+    """Apply the password policy, as a FieldError on ``field``."""
+    try:
+        check_password(password, email=email)
+    except PasswordRejected as exc:
+        raise FieldError(field, str(exc)) from None
+
+
+class Accounts:
+    """Use cases on accounts. ``publish`` spreads session revocations to every worker;
+    ``audit`` records each change in the change's own transaction."""
+
+    def __init__(
+        self,
+        db: Database,
+        hasher: PasswordHasher,
+        publish: Publish,
+        audit: AuditLog | None = None,
+    ) -> None:
+        self._db = db
+        self._hasher = hasher
+        self._publish = publish
+        self._audit = audit if audit is not None else AuditLog(db)
+
+    async def register(
+        self,
+        *,
+        email: str,
+        password: str,
+        full_name: str | None = None,
+        is_superuser: bool = False,
+        info: RequestInfo | None = None,
+        actor: Actor | None = None,
+    ) -> UserRecord:
+        """Create an account; Conflict when the email is taken (in any letter case).
+
+        ``actor`` defaults to the new user (self-registration)."""
+        stored = valid_email(email)
+        valid_password(password, email=stored)
+        hashed = await self._hasher.hash(password)
+        try:
+            async with self._db.transaction() as conn:
+                user = await user_rows.insert_user(
+                    conn,
+                    email=stored,
+                    email_key=email_key(stored),
+                    hashed_password=hashed,
+                    full_name=full_name,
+                    is_superuser=is_superuser,
+                )
+                await self._audit.record(
+                    conn,
+                    AuditEvent(
+                        Action.USER_REGISTERED,
+                        actor=actor if actor is not None else Actor(user.id),
+                        entity_type="user",
+                        entity_id=user.id,
+                        details={"is_superuser": True} if is_superuser else {},
+                    ),
+                    info,
+                )
+        except user_rows.EmailTaken:
+            raise Conflict("Email already registered") from None
+        log.info("user_registered", user_id=str(user.id))
+        return user
+
+    async def check_credentials(
+        self, email: str, password: str, info: RequestInfo | None = None
+    ) -> UserRecord:
+        """The user these credentials belong to, or InvalidCredentials.
+
+        Unknown, wrong-password, inactive and deleted accounts fail alike, after the same
+        work (one hash verification and one audit row), so neither the answer nor its timing
+        tells them apart; the reason is kept in the audit row, never sent to the client.
+        A correct password on a legacy or outdated hash is re-hashed and stored.
+        """
+        async with self._db.reading() as conn:
+            key = login_key(email)
+            found = await user_rows.get_credentials(conn, key) if key is not None else None
+        user, stored_hash = found if found else (None, None)
+        result = await self._hasher.verify(password, stored_hash)
+        if user is None or not result.ok or not user.can_sign_in:
+            reason = (
+                "unknown_email"
+                if user is None
+                else "bad_password"
+                if not result.ok
+                else "deleted"
+                if user.deleted_at
+                else "inactive"
+            )
+            log.info("login_failed", reason=reason, user_id=str(user.id) if user else None)
+            metrics.LOGINS.labels("failure").inc()
+            await self._audit.record_alone(
+                AuditEvent(
+                    Action.LOGIN,
+                    "failure",
+                    actor=Actor(user.id) if user else SYSTEM,
+                    entity_type="user" if user else None,
+                    entity_id=user.id if user else None,
+                    details={"reason": reason},
+                ),
+                info,
+            )
+            raise InvalidCredentials()
+        if result.new_hash is not None:
+            async with self._db.transaction() as conn:
+                await user_rows.set_password_hash(conn, user.id, result.new_hash)
+            log.info("password_hash_upgraded", user_id=str(user.id))
+        return user
+
+    async def change_password(
+        self,
+        user: UserRecord,
+        *,
+        current_password: str,
+        new_password: str,
+        keep_session: uuid.UUID | None,
+        info: RequestInfo | None = None,
+    ) -> None:
+        """Replace the password and end every session but ``keep_session``."""
+        async with self._db.reading() as conn:
+            stored_hash = await user_rows.get_password_hash(conn, user.id)
+        result = await self._hasher.verify(current_password, stored_hash)
+        if not result.ok:
+            # A stolen access token is not enough to take the account over; the attempt is
+            # worth seeing.
+            await self._audit.record_alone(
+                AuditEvent(
+                    Action.PASSWORD_CHANGED,
+                    "failure",
+                    actor=Actor(user.id),
+                    entity_type="user",
+                    entity_id=user.id,
+                    details={"reason": "bad_current_password"},
+                ),
+                info,
+            )
+            raise FieldError("current_password", "Current password is incorrect")
+        valid_password(new_password, email=user.email, field="new_password")
+        if current_password == new_password:
+            raise FieldError("new_password", "New password must differ from the current one")
+        hashed = await self._hasher.hash(new_password)
+        async with self._db.transaction() as conn:
+            await user_rows.set_password_hash(conn, user.id, hashed)
+            ended = await session_rows.revoke_sessions(
+                conn, user_id=user.id, now=utcnow(), reason="password_changed", keep=keep_session
+            )
+            await self._audit.record(
+                conn,
+                AuditEvent(
+                    Action.PASSWORD_CHANGED,
+                    actor=Actor(user.id),
+                    entity_type="user",
+                    entity_id=user.id,
+                    details={"sessions_ended": len(ended)},
+                ),
+                info,
+            )
+        await self._publish(ended)
+        log.info("password_changed", user_id=str(user.id), sessions_ended=len(ended))
+
+    async def set_active(
+        self,
+        user_id: uuid.UUID,
+        active: bool,
+        *,
+        actor: Actor = SYSTEM,
+        info: RequestInfo | None = None,
+    ) -> UserRecord:
+        """Activate or deactivate a user; deactivation ends every session at once.
+        ``actor`` is the admin doing it (recorded in the audit log)."""
+        return await self._change_status(
+            user_id,
+            is_active=active,
+            reason="deactivated",
+            action=Action.USER_ACTIVATED if active else Action.USER_DEACTIVATED,
+            actor=actor,
+            info=info,
+        )
+
+    async def soft_delete(
+        self, user_id: uuid.UUID, *, actor: Actor = SYSTEM, info: RequestInfo | None = None
+    ) -> UserRecord:
+        """Mark a user deleted (the row stays) and end every session at once."""
+        return await self._change_status(
+            user_id,
+            is_active=False,
+            deleted=True,
+            reason="deleted",
+            action=Action.USER_DELETED,
+            actor=actor,
+            info=info,
+        )
+
+    async def _change_status(
+        self,
+        user_id: uuid.UUID,
+        *,
+        is_active: bool,
+        reason: str,
+        action: Action,
+        actor: Actor,
+        info: RequestInfo | None,
+        deleted: bool = False,
+    ) -> UserRecord:
+        now = utcnow()
+        async with self._db.transaction() as conn:
+            user = await user_rows.get_by_id(conn, user_id)
+            if user is None:
+                raise NotFound()
+            values: dict[str, object] = {"is_active": is_active}
+            if deleted and user.deleted_at is None:
+                values["deleted_at"] = now
+            await user_rows.update_user(conn, user_id, **values)
+            ended: list[uuid.UUID] = []
+            if not is_active:
+                ended = await session_rows.revoke_sessions(
+                    conn, user_id=user_id, now=now, reason=reason
+                )
+            updated = await user_rows.get_by_id(conn, user_id)
+            if updated is None:
+                raise NotFound()
+            await self._audit.record(
+                conn,
+                AuditEvent(
+                    action,
+                    actor=actor,
+                    entity_type="user",
+                    entity_id=user_id,
+                    details={"sessions_ended": len(ended)},
+                ),
+                info,
+            )
+        await self._publish(ended)
+        log.info("user_status_changed", user_id=str(user_id), active=is_active, deleted=deleted)
+        return updated

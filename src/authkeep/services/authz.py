@@ -1,0 +1,107 @@
+"""Authorization inside an organization: the service-level rules, usable without HTTP.
+
+Two levels, both needed:
+
+* **route level** — :func:`org_access` (behind ``require_role("editor")``): the caller has an
+  active organization and at least this role in it, else 403;
+* **service level** — :meth:`OrgAccess.ensure_can_write` on the row being changed: admins
+  change anything, editors only what they own, viewers nothing (403). A row of another
+  organization is never found in the first place (404), so its id tells the caller nothing.
+
+Roles come from the database on every request (see :mod:`authkeep.services.authn`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from authkeep.db.users import UserRecord
+from authkeep.errors import PermissionDenied
+from authkeep.security.permissions import Role
+from authkeep.services.authn import ApiKeyIdentity, Principal
+
+NO_ORG = "No active organization: switch to one with POST /api/v1/auth/switch-org"
+NOT_MEMBER = "Not a member of the active organization (any more)"
+
+
+@dataclass(frozen=True, slots=True)
+class OrgAccess:
+    """What the caller may do in its active organization: who (``user``, or an API key
+    acting for its creator), where (``org_id``) and how much (``role``)."""
+
+    principal: Principal
+    org_id: uuid.UUID
+    role: Role
+
+    @property
+    def user(self) -> UserRecord:
+        """The user (for an API key: its creator)."""
+        return self.principal.user
+
+    @property
+    def user_id(self) -> uuid.UUID:
+        """The id of :attr:`user`: what ``owner_id`` columns store."""
+        return self.principal.user.id
+
+    @property
+    def api_key(self) -> ApiKeyIdentity | None:
+        """The API key used, if any."""
+        return self.principal.api_key
+
+    @property
+    def is_api_key(self) -> bool:
+        """True for an API key."""
+        return self.principal.is_api_key
+
+    def at_least(self, minimum: Role | str) -> bool:
+        """Whether the role grants ``minimum``."""
+        return self.role.at_least(minimum)
+
+    def require(self, minimum: Role | str) -> None:
+        """PermissionDenied unless the role grants ``minimum``."""
+        if not self.role.at_least(minimum):
+            raise PermissionDenied(
+                f"Requires the {Role(minimum).value} role or higher", org_id=self.org_id
+            )
+
+    def can_write(self, owner_id: uuid.UUID | None) -> bool:
+        """Whether the caller may change or delete a row owned by ``owner_id``: admins
+        anything, editors their own rows, viewers nothing."""
+        if self.role is Role.ADMIN:
+            return True
+        return self.role is Role.EDITOR and owner_id is not None and owner_id == self.user_id
+
+    def ensure_can_write(
+        self,
+        owner_id: uuid.UUID | None,
+        *,
+        entity_type: str | None = None,
+        entity_id: object | None = None,
+    ) -> None:
+        """PermissionDenied unless :meth:`can_write`; ``entity_*`` go to the audit log."""
+        if not self.can_write(owner_id):
+            detail = (
+                "Only the owner or an admin may change this"
+                if self.role is Role.EDITOR
+                else "Viewers may only read"
+            )
+            raise PermissionDenied(
+                detail, entity_type=entity_type, entity_id=entity_id, org_id=self.org_id
+            )
+
+    def ensure_human(self, what: str = "This action") -> None:
+        """PermissionDenied for an API key (keys cannot manage keys or members)."""
+        if self.is_api_key:
+            raise PermissionDenied(f"{what} needs a user session; API keys cannot do it")
+
+
+def org_access(principal: Principal, minimum: Role | str = Role.VIEWER) -> OrgAccess:
+    """The caller's access to its active organization, or PermissionDenied (403): no active
+    organization, no longer a member, or a role below ``minimum``."""
+    if principal.org_id is None or principal.role is None:
+        scoped = principal.claims is not None and principal.claims.org_id is not None
+        raise PermissionDenied(NOT_MEMBER if scoped else NO_ORG)
+    access = OrgAccess(principal, principal.org_id, principal.role)
+    access.require(minimum)
+    return access

@@ -1,0 +1,328 @@
+"""Organizations and memberships: create, rename, delete, add, re-role, remove, switch.
+
+Rules (each checked here, so they hold whatever calls the service):
+
+* any member reads the organization and its member list; only admins change them;
+* the creator is the first admin; an organization always keeps at least one admin — the last
+  admin can neither be demoted nor removed (nor leave): :class:`~authkeep.errors.Conflict`;
+* any member may leave (remove themselves);
+* a caller who is not a member gets NotFound, never PermissionDenied: an organization's id
+  reveals nothing to outsiders;
+* API keys manage nothing here (PermissionDenied);
+* deleting is soft: the row stays with ``deleted_at`` (the audit trail and the tenant rows
+  keep pointing at it), its memberships are removed and its API keys revoked, so every
+  member and key loses access on the next request.
+
+Each change and its audit row commit in one transaction, in the organization's audit chain.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+import uuid
+from dataclasses import dataclass
+
+import structlog
+
+from authkeep.db import api_keys as key_rows
+from authkeep.db import orgs as org_rows
+from authkeep.db.base import utcnow
+from authkeep.db.engine import Database
+from authkeep.db.orgs import MemberRecord, OrgRecord
+from authkeep.errors import Conflict, InvalidToken, NotFound, PermissionDenied
+from authkeep.security.emails import login_key
+from authkeep.security.permissions import Role
+from authkeep.security.tokens import TokenCodec
+from authkeep.services.accounts import FieldError
+from authkeep.services.audit import Action, Actor, AuditEvent, AuditLog
+from authkeep.services.authn import Principal
+from authkeep.services.context import RequestInfo
+
+log = structlog.get_logger("authkeep.orgs")
+
+ORG_NOT_FOUND = "Organization not found"
+MEMBER_NOT_FOUND = "Member not found"
+LAST_ADMIN = "An organization must keep at least one admin: make another member admin first"
+NAME_MAX = 100
+
+
+@dataclass(frozen=True, slots=True)
+class OrgToken:
+    """An access token scoped to an organization (``POST /auth/switch-org``)."""
+
+    access_token: str
+    expires_in: int
+    org_id: uuid.UUID
+    role: Role
+
+
+def valid_name(raw: str) -> str:
+    """An organization name: trimmed, 1 to 100 characters, no control characters."""
+    name = unicodedata.normalize("NFC", raw.strip())
+    if not name or len(name) > NAME_MAX:
+        raise FieldError("name", f"Name must be 1 to {NAME_MAX} characters")
+    if any(unicodedata.category(ch) in {"Cc", "Cf", "Zl", "Zp"} for ch in name):
+        raise FieldError("name", "Name must not contain control or invisible characters")
+    return name
+
+
+def _human(principal: Principal) -> None:
+    # Keys are for tenant data; a leaked key must not be able to add its holder as a member
+    # or mint more keys (privilege persistence).
+    if principal.is_api_key:
+        raise PermissionDenied("API keys cannot manage organizations or members")
+
+
+class Organizations:
+    """Use cases on organizations, memberships and the active organization of a session."""
+
+    def __init__(self, db: Database, codec: TokenCodec, audit: AuditLog) -> None:
+        self._db = db
+        self._codec = codec
+        self._audit = audit
+
+    def _event(
+        self,
+        action: Action,
+        principal: Principal,
+        org_id: uuid.UUID,
+        *,
+        entity_type: str = "organization",
+        entity_id: object | None = None,
+        details: dict[str, object] | None = None,
+    ) -> AuditEvent:
+        return AuditEvent(
+            action,
+            actor=Actor.of(principal),
+            entity_type=entity_type,
+            entity_id=str(entity_id if entity_id is not None else org_id),
+            org_id=org_id,
+            details=details or {},
+        )
+
+    async def create(
+        self, principal: Principal, name: str, info: RequestInfo | None = None
+    ) -> OrgRecord:
+        """Create an organization; the caller becomes its admin."""
+        _human(principal)
+        clean = valid_name(name)
+        async with self._db.transaction() as conn:
+            org = await org_rows.insert_org(
+                conn, name=clean, creator=principal.user.id, now=utcnow()
+            )
+            await self._audit.record(
+                conn,
+                self._event(Action.ORG_CREATED, principal, org.id, details={"name": clean}),
+                info,
+            )
+        log.info("org_created", org_id=str(org.id), user_id=str(principal.user.id))
+        return org
+
+    async def list_mine(self, principal: Principal) -> list[OrgRecord]:
+        """The caller's organizations, with the caller's role in each."""
+        _human(principal)
+        async with self._db.reading() as conn:
+            return await org_rows.orgs_of(conn, principal.user.id)
+
+    async def get(self, principal: Principal, org_id: uuid.UUID) -> OrgRecord:
+        """One of the caller's organizations; NotFound otherwise."""
+        _human(principal)
+        async with self._db.reading() as conn:
+            org = await org_rows.org_for_member(conn, org_id, principal.user.id)
+        if org is None:
+            raise NotFound(ORG_NOT_FOUND)
+        return org
+
+    @staticmethod
+    def _admin(org: OrgRecord | None, org_id: uuid.UUID, action: str) -> OrgRecord:
+        if org is None:
+            raise NotFound(ORG_NOT_FOUND)
+        if org.role is not Role.ADMIN:
+            raise PermissionDenied(
+                f"Only admins may {action}", entity_type="organization", org_id=org_id
+            )
+        return org
+
+    async def rename(
+        self, principal: Principal, org_id: uuid.UUID, name: str, info: RequestInfo | None = None
+    ) -> OrgRecord:
+        """Rename an organization (admins)."""
+        _human(principal)
+        clean = valid_name(name)
+        async with self._db.transaction() as conn:
+            org = await org_rows.org_for_member(conn, org_id, principal.user.id, lock=True)
+            org = self._admin(org, org_id, "rename the organization")
+            await org_rows.rename_org(conn, org_id, clean, utcnow())
+            await self._audit.record(
+                conn,
+                self._event(
+                    Action.ORG_UPDATED, principal, org_id, details={"from": org.name, "to": clean}
+                ),
+                info,
+            )
+        return OrgRecord(org.id, clean, org.created_at, org.role)
+
+    async def delete(
+        self, principal: Principal, org_id: uuid.UUID, info: RequestInfo | None = None
+    ) -> None:
+        """Soft-delete an organization (admins): memberships removed, API keys revoked."""
+        _human(principal)
+        now = utcnow()
+        # Bound to the organization: api_keys is a tenant table under row-level security.
+        async with self._db.tenant_transaction(org_id) as conn:
+            org = await org_rows.org_for_member(conn, org_id, principal.user.id, lock=True)
+            self._admin(org, org_id, "delete the organization")
+            removed = await org_rows.soft_delete_org(conn, org_id, now)
+            revoked = await key_rows.revoke_all(conn, org_id, now)
+            await self._audit.record(
+                conn,
+                self._event(
+                    Action.ORG_DELETED,
+                    principal,
+                    org_id,
+                    details={"memberships_removed": removed, "api_keys_revoked": revoked},
+                ),
+                info,
+            )
+        log.info("org_deleted", org_id=str(org_id), user_id=str(principal.user.id))
+
+    async def members(self, principal: Principal, org_id: uuid.UUID) -> list[MemberRecord]:
+        """The members of one of the caller's organizations."""
+        _human(principal)
+        async with self._db.read_transaction() as conn:
+            if await org_rows.org_for_member(conn, org_id, principal.user.id) is None:
+                raise NotFound(ORG_NOT_FOUND)
+            return await org_rows.members(conn, org_id)
+
+    async def add_member(
+        self,
+        principal: Principal,
+        org_id: uuid.UUID,
+        email: str,
+        role: Role,
+        info: RequestInfo | None = None,
+    ) -> MemberRecord:
+        """Add the user registered with ``email`` (admins). NotFound if no active account
+        has it (inactive and deleted accounts included, alike); Conflict if a member."""
+        _human(principal)
+        key = login_key(email)
+        now = utcnow()
+        async with self._db.transaction() as conn:
+            org = await org_rows.org_for_member(conn, org_id, principal.user.id, lock=True)
+            self._admin(org, org_id, "add members")
+            user = await org_rows.find_user(conn, key) if key else None
+            if user is None or not user.can_sign_in:
+                raise NotFound("No user with this email")
+            try:
+                await org_rows.insert_member(
+                    conn, org_id=org_id, user_id=user.id, role=role, now=now
+                )
+            except org_rows.AlreadyMember:
+                raise Conflict("Already a member") from None
+            await self._audit.record(
+                conn,
+                self._event(
+                    Action.MEMBER_ADDED,
+                    principal,
+                    org_id,
+                    entity_type="user",
+                    entity_id=user.id,
+                    details={"role": role.value},
+                ),
+                info,
+            )
+        return MemberRecord(user.id, user.email, user.full_name, role, now)
+
+    async def change_role(
+        self,
+        principal: Principal,
+        org_id: uuid.UUID,
+        user_id: uuid.UUID,
+        role: Role,
+        info: RequestInfo | None = None,
+    ) -> MemberRecord:
+        """Change a member's role (admins); the last admin cannot be demoted. Applies on
+        the member's next request: roles are read per request, not from tokens."""
+        _human(principal)
+        async with self._db.transaction() as conn:
+            org = await org_rows.org_for_member(conn, org_id, principal.user.id, lock=True)
+            self._admin(org, org_id, "change roles")
+            target = await org_rows.member(conn, org_id, user_id)
+            if target is None:
+                raise NotFound(MEMBER_NOT_FOUND)
+            if target.role is role:
+                return target
+            if target.role is Role.ADMIN and await org_rows.count_admins(conn, org_id) <= 1:
+                raise Conflict(LAST_ADMIN)
+            await org_rows.set_role(conn, org_id, user_id, role, utcnow())
+            await self._audit.record(
+                conn,
+                self._event(
+                    Action.MEMBER_ROLE_CHANGED,
+                    principal,
+                    org_id,
+                    entity_type="user",
+                    entity_id=user_id,
+                    details={"from": target.role.value, "to": role.value},
+                ),
+                info,
+            )
+        return MemberRecord(target.user_id, target.email, target.full_name, role, target.joined_at)
+
+    async def remove_member(
+        self,
+        principal: Principal,
+        org_id: uuid.UUID,
+        user_id: uuid.UUID,
+        info: RequestInfo | None = None,
+    ) -> None:
+        """Remove a member (admins), or leave (any member, ``user_id`` = self). The last
+        admin cannot go. Applies on the member's next request."""
+        _human(principal)
+        leaving = user_id == principal.user.id
+        async with self._db.transaction() as conn:
+            org = await org_rows.org_for_member(conn, org_id, principal.user.id, lock=True)
+            if not leaving:
+                self._admin(org, org_id, "remove members")
+            elif org is None:
+                raise NotFound(ORG_NOT_FOUND)
+            target = await org_rows.member(conn, org_id, user_id)
+            if target is None:
+                raise NotFound(MEMBER_NOT_FOUND)
+            if target.role is Role.ADMIN and await org_rows.count_admins(conn, org_id) <= 1:
+                raise Conflict(LAST_ADMIN)
+            await org_rows.remove_member(conn, org_id, user_id)
+            await self._audit.record(
+                conn,
+                self._event(
+                    Action.MEMBER_REMOVED,
+                    principal,
+                    org_id,
+                    entity_type="user",
+                    entity_id=user_id,
+                    details={"role": target.role.value, "left": leaving},
+                ),
+                info,
+            )
+
+    async def switch(self, principal: Principal, org_id: uuid.UUID) -> OrgToken:
+        """Make ``org_id`` the session's active organization and issue an access token
+        scoped to it. The session keeps its id and its refresh token; later refreshes stay
+        in this organization (the session row remembers it)."""
+        _human(principal)
+        session_id = principal.session_id
+        async with self._db.transaction() as conn:
+            org = await org_rows.org_for_member(conn, org_id, principal.user.id)
+            if org is None:
+                raise NotFound(ORG_NOT_FOUND)
+            if not await org_rows.set_session_org(conn, session_id, principal.user.id, org_id):
+                raise InvalidToken()
+        access = self._codec.issue_access(
+            user_id=str(principal.user.id),
+            email=principal.user.email,
+            session_id=str(session_id),
+            org_id=str(org_id),
+            role=org.role.value,
+        )
+        expires_in = int((access.expires_at - access.issued_at).total_seconds())
+        return OrgToken(access.token, expires_in, org_id, org.role)

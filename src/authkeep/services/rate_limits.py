@@ -1,0 +1,473 @@
+"""Rate limits on the ``limits`` library, shared by the HTTP layer and the services.
+
+Every rule is a ``limits`` item read from settings (``limits`` notation, e.g. ``5/minute``);
+no window arithmetic is written here. Rules, their key and what happens when the storage
+(Redis) does not answer:
+
+===========================  ==================================  =========================
+rule                         counted per                         storage unreachable
+===========================  ==================================  =========================
+``global``                   user id (verified token) or IP      open: allowed, logged
+``login_email``              keyed hash of the normalised email  closed: 503
+``login_ip_failures``        client IP (failed logins only)      closed: 503
+``login_account_failures``   account (progressive tiers)         closed: 503
+``register``                 client IP                           closed: 503
+``refresh``                  client IP                           open: allowed, logged
+``password_change``          user id                             closed: 503
+===========================  ==================================  =========================
+
+Limits that stand between an attacker and a password check (login, password change) or an
+enumeration oracle (register answers 409 for a taken email) fail closed; the others fail
+open, because refusing every request while Redis is down would turn a cache outage into a
+full outage. See ``docs/rate-limits.md`` for the numbers and why.
+
+Strategies: the global limit, hit by every request, uses the sliding-window counter (two
+counters per key, one Lua call); the others use the moving window, exact under any
+concurrency (an atomic Lua script on Redis, a lock in memory), so concurrent logins across
+workers can never over-admit.
+
+Decisions are reported, not rendered: a :class:`LimitReport` collects what a request met and
+the HTTP layer turns the tightest into ``RateLimit-*`` headers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar, cast
+
+import limits
+import structlog
+from cryptography.hazmat.primitives import serialization
+from limits import RateLimitItem
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import (
+    FixedWindowRateLimiter,
+    MovingWindowRateLimiter,
+    RateLimiter,
+    SlidingWindowCounterRateLimiter,
+)
+from limits.errors import StorageError
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from authkeep import metrics
+from authkeep.errors import DependencyUnavailable, RateLimited
+from authkeep.security.keys import KeyRing
+from authkeep.settings import Settings
+
+__all__ = [
+    "LOGIN_UNAVAILABLE",
+    "Decision",
+    "LimitConfig",
+    "LimitReport",
+    "LimiterUnavailable",
+    "RateLimits",
+    "RouteRule",
+    "Rule",
+    "pepper_from",
+]
+
+log = structlog.get_logger("authkeep.rate_limits")
+
+Rule = Literal[
+    "global",
+    "login_email",
+    "login_ip_failures",
+    "login_account_failures",
+    "login_known_client",
+    "register",
+    "refresh",
+    "password_change",
+]
+RouteRule = Literal["register", "refresh", "password_change"]
+
+LOGIN_UNAVAILABLE = "Login temporarily unavailable: rate limiter unreachable"
+_UNAVAILABLE = "Temporarily unavailable: rate limiter unreachable"
+_FAIL_OPEN: frozenset[Rule] = frozenset({"global", "refresh"})
+_LOGIN_RULES: frozenset[Rule] = frozenset(
+    {"login_email", "login_ip_failures", "login_account_failures", "login_known_client"}
+)
+
+# A dead Redis must cost milliseconds: a refused connection fails at once, a black-holed one
+# after this timeout, and then the breaker below skips Redis for RETRY_INTERVAL.
+REDIS_TIMEOUT = 0.5
+RETRY_INTERVAL = 1.0
+
+# Everything a storage call can raise when Redis is unreachable or misbehaving. Some limits
+# methods wrap errors in StorageError, others let redis-py's through.
+_STORAGE_ERRORS = (RedisError, StorageError, OSError, TimeoutError)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One rule's answer for one key: allowed or not, and the quota left."""
+
+    rule: Rule
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_after: int
+    """Whole seconds until the window frees a slot (0 when nothing is counted)."""
+
+    @property
+    def retry_after(self) -> int:
+        """Seconds a refused client should wait (at least 1)."""
+        return max(1, self.reset_after)
+
+    def refusal(self, detail: str | None = None, *, key: str | None = None) -> RateLimited:
+        """The domain error for this (refused) decision."""
+        return RateLimited(self.retry_after, detail, limit=self.rule, key=key)
+
+
+class LimitReport:
+    """The decisions one request met, so that the HTTP layer can report the tightest.
+
+    A refused decision beats any allowed one; among the rest the one with the least quota
+    left (then the longest wait) wins — that is what a client must respect.
+    """
+
+    __slots__ = ("tightest",)
+
+    def __init__(self) -> None:
+        self.tightest: Decision | None = None
+
+    def note(self, decision: Decision | None) -> None:
+        """Remember ``decision`` if it is tighter than what was seen so far."""
+        if decision is None:
+            return
+        current = self.tightest
+        if current is None or _tightness(decision) < _tightness(current):
+            self.tightest = decision
+
+
+def _tightness(decision: Decision) -> tuple[bool, int, int]:
+    return (decision.allowed, decision.remaining, -decision.reset_after)
+
+
+class LimiterUnavailable(DependencyUnavailable):
+    """The rate-limit storage does not answer and this rule fails closed."""
+
+    detail = _UNAVAILABLE
+
+
+def _parse_one(value: str) -> RateLimitItem:
+    return limits.parse(value)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitConfig:
+    """The rules, parsed from settings."""
+
+    enabled: bool
+    global_limit: RateLimitItem
+    login_email: RateLimitItem
+    login_ip_failures: RateLimitItem
+    login_account_failures: tuple[RateLimitItem, ...]
+    known_client: RateLimitItem | None
+    register: RateLimitItem
+    refresh: RateLimitItem
+    password_change: RateLimitItem
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LimitConfig:
+        """Parse every limit of ``settings`` (they were validated when loaded)."""
+        days = settings.login_known_client_days
+        return cls(
+            enabled=settings.rate_limit_enabled,
+            global_limit=limits.RateLimitItemPerMinute(settings.rate_limit_per_minute),
+            login_email=_parse_one(settings.login_rate_limit),
+            login_ip_failures=_parse_one(settings.login_ip_failure_limit),
+            login_account_failures=tuple(limits.parse_many(settings.login_account_failure_limits)),
+            known_client=limits.RateLimitItemPerDay(1, days) if days else None,
+            register=_parse_one(settings.register_rate_limit),
+            refresh=_parse_one(settings.refresh_rate_limit),
+            password_change=_parse_one(settings.password_change_rate_limit),
+        )
+
+    def route(self, rule: RouteRule) -> RateLimitItem:
+        """The item of a per-route rule."""
+        item: RateLimitItem = getattr(self, rule)
+        return item
+
+
+def pepper_from(keys: KeyRing) -> bytes:
+    """Secret bytes, shared by every worker, for hashing limit keys (the signing key's).
+
+    Limit keys land in Redis, where anyone with access to the cache could read them; hashing
+    an email with a server secret keeps the address out of it, and unlike a plain hash it
+    cannot be reversed by hashing a list of known addresses.
+    """
+    material = keys.current.signing_material
+    if isinstance(material, bytes):
+        return material
+    return bytes(
+        material.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+
+
+def _redis_storage_uri(url: str) -> str:
+    # limits picks its client from the scheme; a bare unix:// would select valkey.
+    if url.startswith("unix://"):
+        return "redis+unix://" + url.removeprefix("unix://")
+    return url
+
+
+def limiter_redis(url: str) -> Redis:
+    """The limiter's own Redis client: short timeouts, one immediate retry.
+
+    The retry lets a pooled connection that died with a Redis restart be replaced at once
+    instead of failing one request; the short timeouts bound what a black-holed Redis costs.
+    """
+    return Redis.from_url(
+        url,
+        socket_timeout=REDIS_TIMEOUT,
+        socket_connect_timeout=REDIS_TIMEOUT,
+        retry=Retry(NoBackoff(), 1),
+        health_check_interval=15,
+    )
+
+
+class RateLimits:
+    """Every rate limit of one authkeep instance, with its storage and failure policy."""
+
+    def __init__(
+        self,
+        config: LimitConfig,
+        storage: Storage | None,
+        *,
+        global_storage: Storage | None = None,
+        pepper: bytes = b"",
+        client: Redis | None = None,
+        retry_interval: float = RETRY_INTERVAL,
+    ) -> None:
+        self.config = config
+        self._pepper = pepper
+        self._client = client
+        self._retry_interval = retry_interval
+        self._down_until = 0.0
+        self._down = False
+        self._storages: list[Storage] = []
+        self._moving: RateLimiter | None = None
+        self._fixed: RateLimiter | None = None
+        self._sliding: RateLimiter | None = None
+        if config.enabled and storage is not None:
+            shared = global_storage if global_storage is not None else storage
+            self._storages = [storage] if shared is storage else [storage, shared]
+            self._moving = MovingWindowRateLimiter(storage)
+            self._fixed = FixedWindowRateLimiter(storage)
+            self._sliding = SlidingWindowCounterRateLimiter(shared)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, pepper: bytes) -> RateLimits:
+        """Redis storage when ``AUTHKEEP_REDIS_URL`` is set (shared by every worker), else
+        memory (this process only); nothing at all when rate limiting is disabled."""
+        config = LimitConfig.from_settings(settings)
+        if not config.enabled:
+            return cls(config, None, pepper=pepper)
+        if settings.redis_url is None:
+            # Two memory storages: limits' in-memory expiry pass walks every moving-window
+            # key, so the many global keys (one per client) are kept out of its way.
+            return cls(config, MemoryStorage(), global_storage=MemoryStorage(), pepper=pepper)
+        url = settings.redis_url.get_secret_value()
+        client = limiter_redis(url)
+        # Share our client's pool: redis-py then uses its timeouts and retry policy.
+        options = cast(dict[str, Any], {"connection_pool": client.connection_pool})
+        storage = RedisStorage(
+            _redis_storage_uri(url),
+            implementation="redispy",
+            key_prefix=settings.redis_prefix + "ratelimit",
+            **options,
+        )
+        return cls(config, storage, pepper=pepper, client=client)
+
+    @property
+    def enabled(self) -> bool:
+        """False when ``AUTHKEEP_RATE_LIMIT_ENABLED=false``: every check allows."""
+        return self._moving is not None
+
+    def hashed(self, value: str) -> str:
+        """A keyed hash of ``value`` (an email key): stable across workers, not reversible
+        without the server's signing key."""
+        return hmac.new(self._pepper, value.encode(), hashlib.sha256).hexdigest()[:32]
+
+    async def close(self) -> None:
+        """Release the storage (memory timers, the Redis pool)."""
+        for storage in self._storages:
+            timer = getattr(storage, "timer", None)
+            if timer is not None and not timer.done():
+                timer.cancel()
+        if self._client is not None:
+            await self._client.aclose()
+
+    # -- storage calls, with the failure policy -------------------------------------------
+
+    async def _call(self, rule: Rule, operation: Callable[[], Awaitable[T]]) -> T | None:
+        """Run a storage operation; None when the storage is down and ``rule`` fails open,
+        LimiterUnavailable when it fails closed."""
+        if self._down and time.monotonic() < self._down_until:
+            self._unavailable(rule)
+            return None
+        try:
+            result = await operation()
+        except _STORAGE_ERRORS as exc:
+            self._mark_down(exc)
+            self._unavailable(rule)
+            return None
+        if self._down:
+            self._down = False
+            log.info("rate_limiter_recovered")
+        return result
+
+    def _mark_down(self, exc: BaseException) -> None:
+        self._down_until = time.monotonic() + self._retry_interval
+        if not self._down:
+            self._down = True
+            # Once per outage, not per request: an outage must not also flood the log.
+            log.warning(
+                "rate_limiter_unavailable",
+                error=type(exc).__name__,
+                policy="global and refresh limits allow (fail open); login, register and "
+                "password-change limits refuse with 503 (fail closed)",
+            )
+
+    def _unavailable(self, rule: Rule) -> None:
+        """Count a decision taken without the storage; raise if ``rule`` fails closed."""
+        if rule in _FAIL_OPEN:
+            metrics.RATE_LIMIT_STORAGE_ERRORS.labels(rule, "allowed").inc()
+            return
+        metrics.RATE_LIMIT_STORAGE_ERRORS.labels(rule, "refused").inc()
+        raise LimiterUnavailable(LOGIN_UNAVAILABLE if rule in _LOGIN_RULES else _UNAVAILABLE)
+
+    @staticmethod
+    def _decision(rule: Rule, item: RateLimitItem, allowed: bool, stats: Any) -> Decision:
+        reset_after = max(0, math.ceil(stats.reset_time - time.time()))
+        return Decision(rule, allowed, item.amount, max(0, int(stats.remaining)), reset_after)
+
+    async def _hit(
+        self, limiter: RateLimiter, rule: Rule, item: RateLimitItem, key: str
+    ) -> Decision | None:
+        async def operation() -> Decision:
+            allowed = await limiter.hit(item, rule, key)
+            stats = await limiter.get_window_stats(item, rule, key)
+            return self._decision(rule, item, allowed, stats)
+
+        decision = await self._call(rule, operation)
+        if decision is not None and not decision.allowed:
+            metrics.RATE_LIMITED.labels(rule).inc()
+        return decision
+
+    # -- what callers use -----------------------------------------------------------------
+
+    async def hit_global(self, key: str) -> Decision | None:
+        """Count one request against the global limit; None when not limited (disabled, or
+        the storage is down: this limit fails open)."""
+        if self._sliding is None:
+            return None
+        return await self._hit(self._sliding, "global", self.config.global_limit, key)
+
+    async def hit(self, rule: Rule, item: RateLimitItem, key: str) -> Decision | None:
+        """Count one attempt against a moving-window rule (None when disabled or failing
+        open); LimiterUnavailable when the storage is down and ``rule`` fails closed."""
+        if self._moving is None:
+            return None
+        return await self._hit(self._moving, rule, item, key)
+
+    async def peek(self, rule: Rule, item: RateLimitItem, key: str) -> Decision | None:
+        """The state of a moving-window rule without counting anything."""
+        moving = self._moving
+        if moving is None:
+            return None
+
+        async def operation() -> Decision:
+            stats = await moving.get_window_stats(item, rule, key)
+            return self._decision(rule, item, stats.remaining > 0, stats)
+
+        return await self._call(rule, operation)
+
+    async def peek_all(self, checks: Iterable[tuple[Rule, RateLimitItem, str]]) -> list[Decision]:
+        """:meth:`peek` several rules (one storage round trip each, in sequence)."""
+        found = [await self.peek(rule, item, key) for rule, item, key in checks]
+        return [decision for decision in found if decision is not None]
+
+    async def record(self, rule: Rule, items: Sequence[RateLimitItem], key: str) -> None:
+        """Count an event (a failed login) against ``items``; never raises — the answer to
+        the request is already decided, and a missing count is the lesser evil."""
+        moving = self._moving
+        if moving is None:
+            return
+        for item in items:
+
+            async def operation(item: RateLimitItem = item) -> bool:
+                return await moving.hit(item, rule, key)
+
+            try:
+                await self._call(rule, operation)
+            except LimiterUnavailable:
+                return
+
+    async def forget(self, rule: Rule, items: Sequence[RateLimitItem], key: str) -> None:
+        """Clear ``key``'s windows for ``items`` (never raises)."""
+        moving = self._moving
+        if moving is None:
+            return
+        for item in items:
+
+            async def operation(item: RateLimitItem = item) -> bool:
+                await moving.clear(item, rule, key)
+                return True
+
+            try:
+                await self._call(rule, operation)
+            except LimiterUnavailable:
+                return
+
+    async def mark(self, rule: Rule, item: RateLimitItem, key: str) -> None:
+        """Remember ``key`` for ``item``'s period (a one-slot fixed window used as an expiring
+        marker); never raises."""
+        fixed = self._fixed
+        if fixed is None:
+            return
+
+        async def operation() -> bool:
+            return await fixed.hit(item, rule, key)
+
+        try:
+            await self._call(rule, operation)
+        except LimiterUnavailable:
+            return
+
+    async def is_marked(self, rule: Rule, item: RateLimitItem, key: str) -> bool:
+        """Whether :meth:`mark` was called for ``key`` within ``item``'s period."""
+        fixed = self._fixed
+        if fixed is None:
+            return False
+
+        async def operation() -> bool:
+            return not await fixed.test(item, rule, key)
+
+        return bool(await self._call(rule, operation))
+
+    async def enforce(
+        self, rule: RouteRule, key: str, report: LimitReport | None = None
+    ) -> Decision | None:
+        """Count one request against a per-route rule; RateLimited when over the limit."""
+        decision = await self.hit(rule, self.config.route(rule), key)
+        if report is not None:
+            report.note(decision)
+        if decision is not None and not decision.allowed:
+            log.info("rate_limited", rule=rule, retry_after=decision.retry_after)
+            raise decision.refusal(key=key)
+        return decision

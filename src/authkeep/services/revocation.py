@@ -1,0 +1,197 @@
+"""Where revoked session ids are kept so every worker rejects their access tokens at once.
+
+The database (``auth_sessions.revoked_at``) is the source of truth; a store is the fast copy
+consulted on every authenticated request:
+
+* :class:`MemoryRevocations` — a dict in this process, filled from the database at start-up
+  (revocations younger than the longest access-token lifetime). Right for one process.
+* :class:`RedisRevocations` — one key per revoked ``sid`` that expires when the last access
+  token it could cover has expired, shared by every worker and host.
+
+Redis is a cache that may fail or forget, and neither may let a revoked token through:
+
+* When Redis does not answer, :meth:`RedisRevocations.is_revoked` raises
+  :class:`~authkeep.errors.DependencyUnavailable` and the caller asks the database instead.
+  After a failure Redis is left alone for a second (a black-holed Redis must not add a
+  connect timeout to every request).
+* Revocations that could not be published are retried in the background and, together with
+  every recent revocation in the database, published again as soon as Redis answers — so a
+  worker that never saw the outage learns them too.
+* A Redis that restarted empty (or was flushed) is recognised by a missing marker key, read
+  in the same ``MGET`` as the session's key: the first worker to see it republishes the
+  recent revocations from the database before answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Protocol
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from authkeep.errors import DependencyUnavailable
+
+log = structlog.get_logger("authkeep.revocation")
+
+Resync = Callable[[], Awaitable[list[tuple[str, int]]]]
+
+
+class RevocationStore(Protocol):
+    """Fast, shared knowledge of revoked sessions."""
+
+    async def revoke(self, session_ids: Iterable[str]) -> None:
+        """Mark sessions revoked."""
+
+    async def is_revoked(self, session_id: str) -> bool:
+        """Whether the session was revoked."""
+
+    async def close(self) -> None:
+        """Stop any background work (called once, when the application stops)."""
+
+
+class MemoryRevocations:
+    """Revoked sessions of this process, each forgotten once its tokens have expired."""
+
+    def __init__(self, ttl_seconds: int) -> None:
+        self._ttl = ttl_seconds
+        self._until: dict[str, float] = {}
+        self._next_prune = time.monotonic() + ttl_seconds
+
+    async def revoke(self, session_ids: Iterable[str]) -> None:
+        """Mark sessions revoked for the next ``ttl_seconds``."""
+        until = time.monotonic() + self._ttl
+        for sid in session_ids:
+            self._until[sid] = until
+
+    def load(self, session_ids: Iterable[tuple[str, float]]) -> None:
+        """Seed from the database: (sid, seconds its revocation must still be remembered)."""
+        now = time.monotonic()
+        for sid, remaining in session_ids:
+            if remaining > 0:
+                self._until[sid] = now + remaining
+
+    async def is_revoked(self, session_id: str) -> bool:
+        """Whether the session was revoked (and its tokens may still be unexpired)."""
+        now = time.monotonic()
+        if now >= self._next_prune:
+            self._until = {sid: t for sid, t in self._until.items() if t > now}
+            self._next_prune = now + self._ttl
+        until = self._until.get(session_id)
+        return until is not None and until > now
+
+    async def close(self) -> None:
+        """Nothing runs in the background."""
+
+
+class RedisRevocations:
+    """Revoked sessions in Redis, visible to every worker on its next request."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        prefix: str,
+        ttl_seconds: int,
+        resync: Resync | None = None,
+        retry_seconds: float = 1.0,
+    ) -> None:
+        self._redis = redis
+        self._prefix = prefix + "revoked:sid:"
+        # Present while Redis holds every recent revocation; a restart or FLUSHALL drops it.
+        self._marker = prefix + "revoked:synced"
+        self._ttl = ttl_seconds
+        self._resync = resync
+        self._retry_seconds = retry_seconds
+        self._degraded = False
+        self._retry_at = 0.0
+        self._pending: set[str] = set()
+        self._recovering = asyncio.Lock()
+        self._retry_task: asyncio.Task[None] | None = None
+
+    async def revoke(self, session_ids: Iterable[str]) -> None:
+        """Publish revocations; if Redis is down, keep them and retry in the background."""
+        ids = list(session_ids)
+        if not ids:
+            return
+        try:
+            await self._publish([(sid, self._ttl) for sid in ids])
+        except RedisError:
+            self._pending.update(ids)
+            self._mark_degraded()
+
+    async def _publish(self, items: list[tuple[str, int]], *, synced: bool = False) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for sid, ttl in items:
+                pipe.set(self._prefix + sid, b"1", ex=max(1, ttl))
+            if synced:
+                # Last: if the pipeline breaks half-way, the marker stays missing and the
+                # next request resynchronises again.
+                pipe.set(self._marker, b"1")
+            await pipe.execute()
+
+    def _mark_degraded(self) -> None:
+        if not self._degraded:
+            log.warning("redis_unavailable", component="revocation")
+        self._degraded = True
+        self._retry_at = time.monotonic() + self._retry_seconds
+        if self._retry_task is None or self._retry_task.done():
+            self._retry_task = asyncio.get_running_loop().create_task(self._retry_until_synced())
+
+    async def is_revoked(self, session_id: str) -> bool:
+        """Whether the session was revoked; DependencyUnavailable when Redis is down (or
+        failed less than ``retry_seconds`` ago)."""
+        if self._degraded and time.monotonic() < self._retry_at:
+            raise DependencyUnavailable()
+        key = self._prefix + session_id
+        try:
+            synced, hit = await self._redis.mget(self._marker, key)
+            if synced is not None and not self._degraded:
+                return hit is not None
+            await self._recover()
+            return bool(await self._redis.exists(key))
+        except RedisError as exc:
+            self._mark_degraded()
+            raise DependencyUnavailable() from exc
+
+    async def _recover(self) -> None:
+        async with self._recovering:
+            if not self._degraded and await self._redis.exists(self._marker):
+                return  # another request of this process recovered while we waited
+            pending = set(self._pending)
+            items = [(sid, self._ttl) for sid in pending]
+            if self._resync is not None:
+                items.extend(await self._resync())
+            await self._publish(items, synced=True)
+            self._pending -= pending
+            was_degraded, self._degraded = self._degraded, False
+        log.info(
+            "redis_recovered" if was_degraded else "redis_resynchronised",
+            component="revocation",
+            republished=len(items),
+        )
+
+    async def _retry_until_synced(self) -> None:
+        # Without this, revocations a worker failed to publish would reach Redis only when
+        # that worker next served an authenticated request; meanwhile the other workers,
+        # which ask Redis alone, would accept the revoked tokens.
+        while self._degraded:
+            await asyncio.sleep(self._retry_seconds)
+            try:
+                await self._recover()
+            except RedisError:
+                self._retry_at = time.monotonic() + self._retry_seconds
+            except Exception:  # the database may be down too; keep trying, loudly
+                log.exception("revocation_resync_failed")
+
+    async def close(self) -> None:
+        """Stop the background retry, if one runs."""
+        task, self._retry_task = self._retry_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

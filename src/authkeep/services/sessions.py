@@ -1,0 +1,351 @@
+"""Sessions: login, refresh-token rotation with theft detection, logout, listing.
+
+A session is one login. Its refresh tokens form a family: each refresh spends the presented
+token and issues its successor. A spent token presented again is treated as theft — the
+legitimate client and the thief hold the same family, and the server cannot tell which is
+which — so the whole session is revoked. The exception is a retry inside a short grace window
+(a client whose first response was lost): it receives the very same successor, which is
+re-derived from stored facts (tokens are deterministic), so no token is kept in clear.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from authkeep import metrics
+from authkeep.db import orgs as org_rows
+from authkeep.db import sessions as session_rows
+from authkeep.db import users as user_rows
+from authkeep.db.base import utcnow
+from authkeep.db.engine import Database
+from authkeep.db.orgs import ActiveOrg
+from authkeep.db.sessions import SessionRecord
+from authkeep.db.users import UserRecord
+from authkeep.errors import InvalidToken, NotFound, TokenReused
+from authkeep.security.tokens import IssuedToken, TokenCodec
+from authkeep.services.accounts import Accounts
+from authkeep.services.audit import Action, Actor, AuditEvent, AuditLog
+from authkeep.services.context import RequestInfo
+
+log = structlog.get_logger("authkeep.sessions")
+
+Publish = Callable[[Iterable[uuid.UUID]], Awaitable[None]]
+
+PURGE_BATCH = 1000
+
+
+def token_digest(token: str) -> str:
+    """The stored form of a refresh token: SHA-256, hex. The token is random enough that a
+    fast hash is safe; a stolen table yields nothing usable."""
+    return hashlib.sha256(token.encode("ascii")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    """What a login or refresh returns."""
+
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    user: UserRecord
+    session_id: uuid.UUID
+
+
+_END_ACTIONS = {
+    "logout": Action.LOGOUT,
+    "logout_all": Action.LOGOUT_ALL,
+    "revoked_by_user": Action.SESSION_REVOKED,
+}
+
+
+class Sessions:
+    """Use cases on sessions and refresh tokens."""
+
+    def __init__(
+        self,
+        db: Database,
+        codec: TokenCodec,
+        accounts: Accounts,
+        publish: Publish,
+        *,
+        reuse_interval: timedelta,
+        audit: AuditLog | None = None,
+    ) -> None:
+        self._db = db
+        self._codec = codec
+        self._accounts = accounts
+        self._publish = publish
+        self._reuse_interval = reuse_interval
+        self._audit = audit if audit is not None else AuditLog(db)
+
+    def _pair(
+        self,
+        user: UserRecord,
+        session_id: uuid.UUID,
+        refresh: str,
+        org: ActiveOrg | None = None,
+    ) -> TokenPair:
+        access = self._codec.issue_access(
+            user_id=str(user.id),
+            email=user.email,
+            session_id=str(session_id),
+            org_id=str(org.org_id) if org else None,
+            role=org.role.value if org else None,
+        )
+        expires_in = int((access.expires_at - access.issued_at).total_seconds())
+        return TokenPair(access.token, refresh, expires_in, user, session_id)
+
+    async def _store_refresh(
+        self, conn: AsyncConnection, user: UserRecord, session_id: uuid.UUID, issued: IssuedToken
+    ) -> None:
+        await session_rows.insert_refresh(
+            conn,
+            jti=issued.token_id,
+            user_id=user.id,
+            session_id=session_id,
+            token_hash=token_digest(issued.token),
+            created_at=issued.issued_at,
+            expires_at=issued.expires_at,
+        )
+
+    async def login(self, email: str, password: str, info: RequestInfo) -> TokenPair:
+        """Check credentials and open a session."""
+        user = await self._accounts.check_credentials(email, password, info)
+        pair = await self.start(user, info)
+        metrics.LOGINS.labels("success").inc()
+        return pair
+
+    async def start(
+        self, user: UserRecord, info: RequestInfo, *, method: str = "password"
+    ) -> TokenPair:
+        """Open a session for an already authenticated user (audited as a login by
+        ``method``)."""
+        now = utcnow()
+        async with self._db.transaction() as conn:
+            # A new session starts in the user's oldest organization (if any); switch-org
+            # moves it, and the session row remembers the choice for later refreshes.
+            org = await org_rows.default_org(conn, user.id)
+            session_id = await session_rows.create_session(
+                conn,
+                user_id=user.id,
+                now=now,
+                expires_at=now + self._codec.refresh_ttl,
+                ip=info.ip,
+                user_agent=info.short_user_agent,
+                org_id=org.org_id if org else None,
+            )
+            refresh = self._codec.new_refresh(
+                user_id=str(user.id), session_id=str(session_id), now=now
+            )
+            await self._store_refresh(conn, user, session_id, refresh)
+            await self._audit.record(
+                conn,
+                AuditEvent(
+                    Action.LOGIN,
+                    actor=Actor(user.id),
+                    entity_type="session",
+                    entity_id=session_id,
+                    details={"method": method},
+                ),
+                info,
+            )
+        log.info("login_succeeded", user_id=str(user.id), session_id=str(session_id))
+        return self._pair(user, session_id, refresh.token, org)
+
+    async def refresh(self, token: str, info: RequestInfo) -> TokenPair:
+        """Rotate a refresh token; TokenReused (after revoking the family) on replay."""
+        claims = self._codec.decode_refresh(token)
+        try:
+            user_id = uuid.UUID(claims.user_id)
+            session_id = uuid.UUID(claims.session_id)
+        except ValueError:
+            raise InvalidToken() from None
+        digest = token_digest(token)
+        now = utcnow()
+        successor = self._codec.new_refresh(
+            user_id=claims.user_id, session_id=claims.session_id, now=now
+        )
+        async with self._db.transaction() as conn:
+            won = await session_rows.spend_refresh(
+                conn,
+                jti=claims.token_id,
+                token_hash=digest,
+                successor_jti=successor.token_id,
+                now=now,
+            )
+            if won:
+                user = await user_rows.get_by_id(conn, user_id)
+                session = await session_rows.get_session(conn, session_id)
+                if user is None or not user.can_sign_in or session is None:
+                    raise InvalidToken()
+                if not session.is_live(now):
+                    raise InvalidToken()
+                await self._store_refresh(conn, user, session_id, successor)
+                await session_rows.touch_session(conn, session_id, now)
+                await self._audit.record(conn, self._refresh_event(user_id, session_id), info)
+                org = await org_rows.session_org(conn, session_id)
+                pair = self._pair(user, session_id, successor.token, org)
+        if won:
+            return pair
+        return await self._retry_or_theft(claims.token_id, digest, user_id, session_id, now, info)
+
+    @staticmethod
+    def _refresh_event(
+        user_id: uuid.UUID, session_id: uuid.UUID, *, grace_retry: bool = False
+    ) -> AuditEvent:
+        return AuditEvent(
+            Action.REFRESH,
+            actor=Actor(user_id),
+            entity_type="session",
+            entity_id=session_id,
+            details={"grace_retry": True} if grace_retry else {},
+        )
+
+    async def _retry_or_theft(
+        self,
+        jti: str,
+        digest: str,
+        user_id: uuid.UUID,
+        session_id: uuid.UUID,
+        now: datetime,
+        info: RequestInfo | None = None,
+    ) -> TokenPair:
+        async with self._db.transaction() as conn:
+            row = await session_rows.get_refresh(conn, jti)
+            if (
+                row is None
+                or not hmac.compare_digest(row.token_hash, digest)
+                or row.user_id != user_id
+                or row.session_id != session_id
+                or row.revoked_at is not None
+                or row.expires_at <= now
+                or row.spent_at is None
+            ):
+                raise InvalidToken()
+            # `now` was read before the winner committed, so a concurrent loser can see a
+            # negative age: a zero window must still mean "no grace at all".
+            in_grace = self._reuse_interval > timedelta(0) and (
+                now - row.spent_at <= self._reuse_interval
+            )
+            if in_grace and row.successor_jti:
+                successor = await session_rows.get_refresh(conn, row.successor_jti)
+                user = await user_rows.get_by_id(conn, user_id)
+                if (
+                    successor is not None
+                    and successor.spent_at is None
+                    and successor.revoked_at is None
+                    and user is not None
+                    and user.can_sign_in
+                ):
+                    again = self._codec.encode_refresh(
+                        user_id=str(user_id),
+                        session_id=str(session_id),
+                        token_id=successor.jti,
+                        issued_at=successor.created_at,
+                        expires_at=successor.expires_at,
+                    )
+                    if hmac.compare_digest(token_digest(again), successor.token_hash):
+                        await self._audit.record(
+                            conn,
+                            self._refresh_event(user_id, session_id, grace_retry=True),
+                            info,
+                        )
+                        log.info("refresh_retry_in_grace", session_id=str(session_id))
+                        org = await org_rows.session_org(conn, session_id)
+                        return self._pair(user, session_id, again, org)
+            revoked = await session_rows.revoke_sessions(
+                conn, user_id=user_id, now=now, reason="refresh_reuse", only=session_id
+            )
+            await self._audit.record(
+                conn,
+                AuditEvent(
+                    Action.REFRESH_REUSE,
+                    "failure",
+                    actor=Actor(user_id),
+                    entity_type="session",
+                    entity_id=session_id,
+                    details={"sessions_revoked": len(revoked)},
+                ),
+                info,
+            )
+        metrics.REFRESH_REUSE.inc()
+        await self._publish(revoked)
+        log.warning(
+            "refresh_token_reuse_detected", user_id=str(user_id), session_id=str(session_id)
+        )
+        raise TokenReused()
+
+    async def list_live(self, user_id: uuid.UUID) -> list[SessionRecord]:
+        """The user's live sessions."""
+        async with self._db.reading() as conn:
+            return await session_rows.live_sessions(conn, user_id, utcnow())
+
+    async def end(
+        self,
+        user_id: uuid.UUID,
+        *,
+        only: uuid.UUID | None = None,
+        keep: uuid.UUID | None = None,
+        reason: str = "logout",
+        info: RequestInfo | None = None,
+        actor: Actor | None = None,
+    ) -> list[uuid.UUID]:
+        """End one session (``only``), or all but ``keep``, at once for every worker.
+
+        Audited (when something ended) as ``auth.logout``, ``auth.logout_all`` or
+        ``session.revoked`` by ``reason``, else ``session.ended``; ``actor`` defaults to the
+        user."""
+        async with self._db.transaction() as conn:
+            ended = await session_rows.revoke_sessions(
+                conn, user_id=user_id, now=utcnow(), reason=reason, only=only, keep=keep
+            )
+            if ended:
+                await self._audit.record(
+                    conn,
+                    AuditEvent(
+                        _END_ACTIONS.get(reason, Action.SESSIONS_ENDED),
+                        actor=actor if actor is not None else Actor(user_id),
+                        entity_type="session" if only is not None else "user",
+                        entity_id=only if only is not None else user_id,
+                        details={"reason": reason, "sessions_ended": len(ended)},
+                    ),
+                    info,
+                )
+        await self._publish(ended)
+        log.info("sessions_ended", user_id=str(user_id), count=len(ended), reason=reason)
+        return ended
+
+    async def end_one(
+        self, user_id: uuid.UUID, session_id: uuid.UUID, info: RequestInfo | None = None
+    ) -> None:
+        """End one of the user's sessions; NotFound if it is not theirs or not live."""
+        if not await self.end(user_id, only=session_id, reason="revoked_by_user", info=info):
+            raise NotFound("Session not found")
+
+    async def purge(self) -> tuple[int, int]:
+        """Delete expired refresh tokens, and sessions that ended longer ago than the longest
+        access-token lifetime; returns (sessions, refresh tokens) deleted.
+
+        Safe while serving: only rows no request can still use go, in batches of
+        ``PURGE_BATCH`` rows per transaction, so no writer (SQLite has one at a time) waits
+        long behind a purge."""
+        now = utcnow()
+        ended_before = now - self._codec.access_ttl - timedelta(seconds=self._codec.leeway)
+        sessions = tokens = 0
+        while True:
+            async with self._db.transaction() as conn:
+                ended, expired, cascaded = await session_rows.purge_batch(
+                    conn, now=now, ended_before=ended_before, limit=PURGE_BATCH
+                )
+            sessions += ended
+            tokens += expired + cascaded
+            if ended < PURGE_BATCH and expired < PURGE_BATCH:
+                return sessions, tokens

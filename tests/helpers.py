@@ -1,0 +1,121 @@
+"""Helpers shared by tests (importable as ``helpers``)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, cast
+
+import httpx
+from fastapi import FastAPI
+
+from authkeep import Authkeep
+
+PEER = ("203.0.113.7", 40000)
+
+
+@asynccontextmanager
+async def running(app: FastAPI) -> AsyncIterator[FastAPI]:
+    """Run ``app``'s lifespan around the block."""
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+def client_for(app: FastAPI, peer: tuple[str, int] = PEER) -> httpx.AsyncClient:
+    """An in-process HTTP client; ``peer`` is the socket address the app sees."""
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, client=peer), base_url="http://localhost"
+    )
+
+
+PASSWORD = "correct horse battery staple"
+
+
+async def register(
+    http: httpx.AsyncClient, email: str = "alice@example.com", password: str = PASSWORD
+) -> dict[str, Any]:
+    """Register a user and return the response body."""
+    response = await http.post("/api/v1/auth/register", json={"email": email, "password": password})
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+async def login(
+    http: httpx.AsyncClient, email: str = "alice@example.com", password: str = PASSWORD
+) -> dict[str, Any]:
+    """Log in and return the token pair."""
+    response = await http.post("/api/v1/auth/login", json={"email": email, "password": password})
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def bearer(token: str) -> dict[str, str]:
+    """An Authorization header."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+# The security headers of shared/CONTRACT.md, exactly as every response must carry them.
+# X-XSS-Protection is "0" on purpose: see authkeep.http.middleware.security_headers.
+CONTRACT_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "x-xss-protection": "0",
+    "strict-transport-security": "max-age=31536000; includeSubDomains",
+    "referrer-policy": "strict-origin-when-cross-origin",
+    "permissions-policy": "geolocation=(), microphone=(), camera=()",
+    "cache-control": "no-store",
+}
+
+
+def missing_security_headers(response: httpx.Response) -> list[str]:
+    """The contract headers ``response`` lacks or gets wrong (empty when all are right),
+    X-Request-ID and a Content-Security-Policy included."""
+    wrong = [
+        f"{name}: {response.headers.get(name)!r}"
+        for name, value in CONTRACT_HEADERS.items()
+        if response.headers.get(name) != value
+    ]
+    if "default-src" not in response.headers.get("content-security-policy", ""):
+        wrong.append("content-security-policy")
+    if not response.headers.get("x-request-id"):
+        wrong.append("x-request-id")
+    return wrong
+
+
+def authkeep_of(app: FastAPI) -> Authkeep:
+    """The :class:`authkeep.Authkeep` installed on ``app``."""
+    return cast(Authkeep, app.state.authkeep)
+
+
+@functools.cache
+def _passlib_bcrypt() -> Any:
+    with warnings.catch_warnings():
+        # passlib 1.7.4 imports the standard library's "crypt", deprecated since Python 3.11.
+        warnings.filterwarnings(
+            "ignore", message="'crypt' is deprecated", category=DeprecationWarning
+        )
+        from passlib.hash import bcrypt
+    # passlib's C backend ("bcrypt") cannot load against bcrypt>=5: its self-test hashes a
+    # 255-byte password, which bcrypt 5 refuses. Its pure-Python backend writes the very same
+    # $2b$ hashes; it must be enabled explicitly, and is slow, hence the minimum cost.
+    previous = os.environ.get("PASSLIB_BUILTIN_BCRYPT")
+    os.environ["PASSLIB_BUILTIN_BCRYPT"] = "enabled"
+    try:
+        bcrypt.set_backend("builtin")
+    finally:
+        if previous is None:
+            del os.environ["PASSLIB_BUILTIN_BCRYPT"]
+        else:
+            os.environ["PASSLIB_BUILTIN_BCRYPT"] = previous
+    return bcrypt.using(rounds=4)
+
+
+@functools.cache
+def passlib_bcrypt_hash(password: str) -> str:
+    """A ``$2b$`` hash of ``password`` written by passlib, as legacy apps stored them."""
+    hashed = str(_passlib_bcrypt().hash(password))
+    assert hashed.startswith("$2b$04$"), hashed
+    return hashed

@@ -1,0 +1,113 @@
+"""CORS allow-list, trusted hosts, and the interactive docs (outside production only)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import Callable
+
+import httpx
+
+from authkeep import Settings, create_app
+from helpers import PASSWORD, bearer, client_for, missing_security_headers, register, running
+
+ALLOWED = "https://app.example.com"
+OTHER = "https://evil.example.net"
+STRONG = "pZ4-qL9_vX2mK7rT5wY8nB3cF6hJ1dG0sA"
+
+
+async def test_cors_answers_allowed_origins_only(make_settings: Callable[..., Settings]) -> None:
+    app = create_app(make_settings(allowed_origins=[ALLOWED]))
+    async with running(app), client_for(app) as http:
+        allowed = await http.get("/health", headers={"Origin": ALLOWED})
+        other = await http.get("/health", headers={"Origin": OTHER})
+        preflight = await http.options(
+            "/api/v1/auth/login",
+            headers={
+                "Origin": ALLOWED,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type",
+            },
+        )
+        other_preflight = await http.options(
+            "/api/v1/auth/login",
+            headers={"Origin": OTHER, "Access-Control-Request-Method": "POST"},
+        )
+    assert allowed.headers["access-control-allow-origin"] == ALLOWED
+    assert "access-control-allow-credentials" not in allowed.headers
+    assert "access-control-allow-origin" not in other.headers
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == ALLOWED
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    assert other_preflight.status_code == 400
+    assert "access-control-allow-origin" not in other_preflight.headers
+    assert missing_security_headers(other_preflight) == []
+
+
+async def test_no_origin_is_allowed_by_default(client: httpx.AsyncClient) -> None:
+    response = await client.get("/health", headers={"Origin": ALLOWED})
+    assert "access-control-allow-origin" not in response.headers
+
+
+async def test_an_unknown_host_header_is_refused(client: httpx.AsyncClient) -> None:
+    for host in ("evil.example.com", "localhost.evil.example.com", "127.0.0.2"):
+        response = await client.get("/health", headers={"Host": host})
+        assert response.status_code == 400, host
+    assert (await client.get("/health", headers={"Host": "127.0.0.1"})).status_code == 200
+
+
+async def test_docs_and_openapi_are_served_outside_production(client: httpx.AsyncClient) -> None:
+    docs = await client.get("/api/docs")
+    assert docs.status_code == 200
+    assert docs.headers["content-type"].startswith("text/html")
+    assert missing_security_headers(docs) == []
+
+    # Its own CSP: the Swagger UI CDN and the page's inline script by hash, nothing inline
+    # beyond that, and calls to this origin only.
+    csp = docs.headers["content-security-policy"]
+    assert "script-src https://cdn.jsdelivr.net 'sha256-" in csp
+    assert "'unsafe-inline'" not in csp
+    assert "'unsafe-eval'" not in csp
+    assert "connect-src 'self'" in csp
+    assert "frame-ancestors 'none'" in csp
+    inline = re.findall(r"<script>(.*?)</script>", docs.text, re.DOTALL)
+    assert inline
+    for script in inline:
+        digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+        assert f"'sha256-{digest}'" in csp
+
+    openapi = await client.get("/openapi.json")
+    assert openapi.status_code == 200
+    assert openapi.headers["content-security-policy"].startswith("default-src 'none'")
+    schemes = openapi.json()["components"]["securitySchemes"]
+    oauth2 = {name: scheme for name, scheme in schemes.items() if scheme["type"] == "oauth2"}
+    assert [s["flows"]["password"]["tokenUrl"] for s in oauth2.values()] == ["/api/v1/auth/token"]
+    me = openapi.json()["paths"]["/api/v1/auth/me"]["get"]
+    assert [{name: []} for name in oauth2] == [
+        requirement for requirement in me["security"] if set(requirement) <= set(oauth2)
+    ]
+
+
+async def test_the_authorize_button_flow_works(client: httpx.AsyncClient) -> None:
+    # What Swagger UI's Authorize button sends: a urlencoded password grant.
+    await register(client)
+    response = await client.post(
+        "/api/v1/auth/token",
+        data={"grant_type": "password", "username": "alice@example.com", "password": PASSWORD},
+    )
+    assert response.status_code == 200
+    me = await client.get("/api/v1/auth/me", headers=bearer(response.json()["access_token"]))
+    assert me.status_code == 200
+
+
+async def test_production_serves_no_docs(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(env="production", secret_key=STRONG, trusted_hosts=["localhost"])
+    assert settings.is_production
+    app = create_app(settings)
+    async with running(app), client_for(app) as http:
+        for path in ("/api/docs", "/openapi.json", "/docs", "/redoc"):
+            response = await http.get(path)
+            assert response.status_code == 404, path
+            assert missing_security_headers(response) == []
+        assert (await http.get("/health")).status_code == 200

@@ -1,0 +1,178 @@
+"""The limiter without HTTP: exactness under concurrency (memory and real Redis), the failure
+policy against an unreachable Redis, the report's choice of headers, and the settings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+from authkeep import Settings
+from authkeep.cli import app as cli
+from authkeep.services.rate_limits import (
+    LOGIN_UNAVAILABLE,
+    Decision,
+    LimiterUnavailable,
+    LimitReport,
+    RateLimits,
+)
+from authkeep.settings import InspectedSettings, find_problems
+from servers import free_port
+
+
+def storage_errors(rule: str, outcome: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "authkeep_rate_limit_storage_errors_total", {"rule": rule, "outcome": outcome}
+    )
+    return value or 0.0
+
+
+async def test_concurrent_hits_never_over_admit(make_settings: Callable[..., Settings]) -> None:
+    """100 simultaneous attempts against 5/minute: exactly 5 pass (memory lock; Redis Lua)."""
+    limits = RateLimits.from_settings(make_settings(login_rate_limit="5/minute"), pepper=b"p")
+    try:
+        item = limits.config.login_email
+        decisions = await asyncio.gather(
+            *(limits.hit("login_email", item, "someone") for _ in range(100))
+        )
+        assert sum(1 for d in decisions if d is not None and d.allowed) == 5
+        assert all(d is not None for d in decisions)
+        refused = [d for d in decisions if d is not None and not d.allowed]
+        assert all(d.remaining == 0 and 1 <= d.retry_after <= 60 for d in refused)
+    finally:
+        await limits.close()
+
+
+async def test_global_limit_counts_per_key(make_settings: Callable[..., Settings]) -> None:
+    limits = RateLimits.from_settings(make_settings(rate_limit_per_minute=3), pepper=b"p")
+    try:
+        first = await limits.hit_global("ip:192.0.2.1")
+        assert first is not None
+        assert (first.limit, first.remaining, first.allowed) == (3, 2, True)
+        other = await limits.hit_global("ip:192.0.2.2")
+        assert other is not None
+        assert other.remaining == 2
+    finally:
+        await limits.close()
+
+
+async def test_hashed_keys_hide_the_email_and_depend_on_the_secret() -> None:
+    settings = Settings(env="test")
+    one = RateLimits.from_settings(settings, pepper=b"one")
+    two = RateLimits.from_settings(settings, pepper=b"two")
+    try:
+        assert one.hashed("user@example.com") == one.hashed("user@example.com")
+        assert one.hashed("user@example.com") != two.hashed("user@example.com")
+        assert "example" not in one.hashed("user@example.com")
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_unreachable_redis_fails_open_for_global_and_closed_for_login(
+    log_output: Any,
+) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nobody listens there
+    limits = RateLimits.from_settings(Settings(env="test", redis_url=dead), pepper=b"p")
+    before_open = storage_errors("global", "allowed")
+    before_closed = storage_errors("login_email", "refused")
+    try:
+        for _ in range(3):
+            assert await limits.hit_global("ip:192.0.2.1") is None
+        with pytest.raises(LimiterUnavailable) as caught:
+            await limits.hit("login_email", limits.config.login_email, "someone")
+        assert caught.value.detail == LOGIN_UNAVAILABLE
+        # Recording a failure never raises: the login's answer is already decided.
+        await limits.record("login_ip_failures", (limits.config.login_ip_failures,), "ip")
+    finally:
+        await limits.close()
+    assert storage_errors("global", "allowed") == before_open + 3
+    assert storage_errors("login_email", "refused") == before_closed + 1
+    events = [json.loads(line) for line in log_output.getvalue().splitlines()]
+    warnings = [e for e in events if e.get("event") == "rate_limiter_unavailable"]
+    assert len(warnings) == 1  # once per outage, not once per request
+    assert warnings[0]["level"] == "warning"
+
+
+def test_the_report_keeps_the_tightest_decision() -> None:
+    report = LimitReport()
+    roomy = Decision("global", True, 60, 59, 60)
+    tight = Decision("login_email", True, 5, 1, 40)
+    tight_longer = Decision("login_ip_failures", True, 5, 1, 500)
+    refused = Decision("login_email", False, 5, 0, 30)
+    report.note(None)
+    assert report.tightest is None
+    for decision, expected in (
+        (roomy, roomy),
+        (tight, tight),
+        (roomy, tight),
+        (tight_longer, tight_longer),
+        (refused, refused),
+        (Decision("global", True, 60, 0, 10), refused),
+    ):
+        report.note(decision)
+        assert report.tightest == expected
+
+
+def test_disabled_limits_build_no_storage() -> None:
+    limits = RateLimits.from_settings(Settings(env="test", rate_limit_enabled=False), pepper=b"")
+    assert not limits.enabled
+
+
+# -- settings and check-config -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("login_rate_limit", "5 per fortnight"),
+        ("login_rate_limit", "5/minute; 10/hour"),
+        ("register_rate_limit", "lots"),
+        ("login_account_failure_limits", "10 per 15 minutes; soon"),
+    ],
+)
+def test_bad_limits_are_refused_naming_the_setting(field: str, value: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        Settings(env="test", **{field: value})
+    assert f"AUTHKEEP_{field.upper()}" in str(caught.value)
+    assert value not in str(caught.value).split("input_value")[0]
+
+
+def test_account_tiers_beyond_nist_are_a_warning() -> None:
+    def nist(settings: Settings) -> list[str]:
+        return [
+            p.level for p in find_problems(settings) if p.setting.endswith("ACCOUNT_FAILURE_LIMITS")
+        ]
+
+    assert nist(Settings(env="test")) == []
+    assert nist(Settings(env="test", login_account_failure_limits="10 per 15 minutes")) == [
+        "warning"
+    ]
+    assert nist(Settings(env="test", login_account_failure_limits="50 per 12 hours")) == []
+
+
+def test_check_config_prints_every_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(InspectedSettings.model_fields):
+        monkeypatch.delenv(f"AUTHKEEP_{name.upper()}", raising=False)
+    monkeypatch.setenv("AUTHKEEP_REGISTER_RATE_LIMIT", "3 per hour")
+    result = CliRunner().invoke(cli, ["check-config"])
+    lines = {line.split()[0]: line for line in result.output.splitlines() if line.strip()}
+    for name in (
+        "RATE_LIMIT_ENABLED",
+        "RATE_LIMIT_PER_MINUTE",
+        "LOGIN_RATE_LIMIT",
+        "LOGIN_IP_FAILURE_LIMIT",
+        "LOGIN_ACCOUNT_FAILURE_LIMITS",
+        "LOGIN_KNOWN_CLIENT_DAYS",
+        "REGISTER_RATE_LIMIT",
+        "REFRESH_RATE_LIMIT",
+        "PASSWORD_CHANGE_RATE_LIMIT",
+    ):
+        assert f"AUTHKEEP_{name}" in lines, name
+    assert lines["AUTHKEEP_REGISTER_RATE_LIMIT"].endswith("3 per hour")

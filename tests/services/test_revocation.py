@@ -1,0 +1,139 @@
+"""The revocation stores on their own: memory, and Redis (a private ``redis-server`` this test
+may stop and start) — marker-based resynchronisation, background republishing, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from authkeep.errors import DependencyUnavailable
+from authkeep.http.app import make_redis
+from authkeep.services.revocation import MemoryRevocations, RedisRevocations
+from servers import RedisProcess
+
+
+async def test_memory_store_remembers_for_the_ttl_only() -> None:
+    store = MemoryRevocations(ttl_seconds=60)
+    await store.revoke(["a", "b"])
+    store.load([("c", 30.0), ("gone", -1.0)])
+
+    assert await store.is_revoked("a")
+    assert await store.is_revoked("c")
+    assert not await store.is_revoked("gone")
+    assert not await store.is_revoked("other")
+    await store.close()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    server = RedisProcess(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class Database:
+    """Stands in for the sessions table: what a resync would read."""
+
+    def __init__(self) -> None:
+        self.revoked: list[tuple[str, int]] = []
+        self.reads = 0
+
+    async def recent(self) -> list[tuple[str, int]]:
+        self.reads += 1
+        return list(self.revoked)
+
+
+@pytest.fixture
+async def store(private_redis: RedisProcess) -> AsyncIterator[tuple[RedisRevocations, Database]]:
+    database = Database()
+    redis = make_redis(private_redis.url)
+    revocations = RedisRevocations(
+        redis, prefix="t:", ttl_seconds=60, resync=database.recent, retry_seconds=0.05
+    )
+    try:
+        yield revocations, database
+    finally:
+        await revocations.close()
+        await redis.aclose()
+
+
+async def until(condition: Callable[[], Awaitable[Any]], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not await condition():
+        if time.monotonic() > deadline:
+            pytest.fail(what)
+        await asyncio.sleep(0.02)
+
+
+async def test_resync_happens_once_then_one_round_trip_per_check(
+    store: tuple[RedisRevocations, Database],
+) -> None:
+    revocations, database = store
+    database.revoked = [("old", 30)]
+
+    assert await revocations.is_revoked("old")  # first use: Redis had no marker
+    assert not await revocations.is_revoked("fresh")
+    await revocations.revoke(["new"])
+    assert await revocations.is_revoked("new")
+
+    assert database.reads == 1
+
+
+async def test_restart_that_loses_every_key_is_noticed(
+    store: tuple[RedisRevocations, Database], private_redis: RedisProcess
+) -> None:
+    revocations, database = store
+    await revocations.revoke(["s1"])
+    database.revoked = [("s1", 30)]
+    assert await revocations.is_revoked("s1")
+
+    private_redis.stop()
+    private_redis.start()
+
+    assert await revocations.is_revoked("s1")
+    assert database.reads == 2
+
+
+async def test_down_then_back_publishes_pending_without_traffic(
+    store: tuple[RedisRevocations, Database], private_redis: RedisProcess
+) -> None:
+    revocations, _database = store
+    assert not await revocations.is_revoked("warm-up")
+    private_redis.stop()
+
+    await revocations.revoke(["while-down"])  # does not raise: kept for later
+    with pytest.raises(DependencyUnavailable):
+        await revocations.is_revoked("while-down")
+    private_redis.start()
+
+    checker = make_redis(private_redis.url)
+    try:
+        await until(
+            lambda: checker.exists("t:revoked:sid:while-down"), "pending revocation republished"
+        )
+    finally:
+        await checker.aclose()
+    assert await revocations.is_revoked("while-down")
+
+
+async def test_close_stops_the_background_retry(
+    store: tuple[RedisRevocations, Database], private_redis: RedisProcess
+) -> None:
+    revocations, _database = store
+    private_redis.stop()
+    await revocations.revoke(["x"])
+    task = revocations._retry_task
+    assert task is not None
+    assert not task.done()
+
+    await revocations.close()
+
+    assert task.done()
