@@ -8,7 +8,7 @@ UV_VERSION := 0.13.9
 UV := $(BIN)/uv
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck install lock clean audit sbom
+.PHONY: run test lint typecheck install lock clean audit sbom bench fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,29 @@ sbom: install
 # pip-audit against the lock file; says plainly when its vulnerability database is unreachable.
 audit: install
 	$(BIN)/python scripts/audit_deps.py requirements.lock $(AUDIT_ARGS)
+
+# Benchmarks (bench/RESULTS.md): wrk on loopback against authkeep, a bare FastAPI app, a
+# JWT-only floor and fastapi-users (in its own venv: it pins older pwdlib and SQLAlchemy).
+# Run it on a quiet machine; it takes about 5 minutes. BENCH_ARGS=--seconds 10 by default.
+BENCH_ARGS ?=
+FU_VENV := bench/.venv-fastapi-users
+$(FU_VENV)/.installed: bench/fastapi-users.requirements.txt
+	$(PYTHON) -m venv $(FU_VENV)
+	$(FU_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r bench/fastapi-users.requirements.txt
+	touch $@
+
+bench: install $(FU_VENV)/.installed
+	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk"; exit 1; }
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# The deep API fuzzing run (the test suite has a bounded in-process one): schemathesis
+# against a live `authkeep serve` on SQLite, every check, --mode all, authenticated
+# operations included (a fresh login per case), configured by schemathesis.toml. Bounded:
+# FUZZ_ARGS="--max-examples 300 --max-time 420" by default; a JUnit report goes to
+# schemathesis-report/. Exit 0 means no server error and no schema violation.
+FUZZ_ARGS ?=
+fuzz: install
+	$(BIN)/python scripts/fuzz.py $(FUZZ_ARGS)
 
 # Re-resolve the pinned dependencies (hashes included) after editing pyproject.toml.
 lock: | $(BIN)/python

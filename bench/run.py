@@ -380,7 +380,7 @@ def write(
     lines += [
         "",
         "Audit writing and the limiter's storage variants have their own benchmarks "
-        "(`bench/audit.py`, `bench/rate_limit.py`, `bench/revocation.py`); see bench/README.md.",
+        "(`bench/audit.py`, `bench/rate_limit.py`); see bench/README.md.",
         "",
     ]
     path.write_text("\n".join(lines))

@@ -75,15 +75,20 @@ def server_env(values: Mapping[str, str]) -> dict[str, str]:
 
 
 def start_server(
-    env: Mapping[str, str], workdir: Path, name: str = "server", port: int | None = None
+    env: Mapping[str, str],
+    workdir: Path,
+    name: str = "server",
+    port: int | None = None,
+    workers: int = 1,
 ) -> Server:
-    """Start ``python -m authkeep serve`` on ``port`` (default: a free one), in ``workdir``,
-    without waiting for it."""
+    """Start ``python -m authkeep serve`` on ``port`` (default: a free one) with ``workers``
+    worker processes, in ``workdir``, without waiting for it."""
     port = port or free_port()
     log = workdir / f"{name}-{port}.log"
+    command = [sys.executable, "-m", "authkeep", "serve", "--port", str(port)]
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "authkeep", "serve", "--port", str(port)],
+            [*command, "--workers", str(workers)],
             env=server_env(env),
             cwd=workdir,
             stdout=out,
@@ -111,10 +116,14 @@ def wait_healthy(server: Server, timeout: float = START_TIMEOUT) -> None:
 
 @contextlib.contextmanager
 def serving(
-    env: Mapping[str, str], workdir: Path, name: str = "server", port: int | None = None
+    env: Mapping[str, str],
+    workdir: Path,
+    name: str = "server",
+    port: int | None = None,
+    workers: int = 1,
 ) -> Iterator[Server]:
     """A healthy ``authkeep serve`` for the duration of the block."""
-    server = start_server(env, workdir, name, port)
+    server = start_server(env, workdir, name, port, workers)
     try:
         wait_healthy(server)
         yield server
@@ -179,3 +188,119 @@ class RedisProcess:
         if self._proc is not None:
             _stop(self._proc)
             self._proc = None
+
+
+PG_BIN = Path(os.environ.get("AUTHKEEP_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+class PostgresProcess:
+    """A private PostgreSQL cluster (initdb in a temporary directory, a free port) that a test
+    may stop and start again — the shared server other tests use is never touched.
+
+    PostgreSQL refuses to run as root: as root, every command runs as the ``postgres`` OS
+    user (``runuser``), in a directory that user owns (pytest's own temporary directories
+    are private to root, so a world-traversable one under the system temp dir is used).
+    """
+
+    def __init__(self) -> None:
+        import tempfile
+
+        from conftest import unavailable
+
+        missing = [b for b in ("initdb", "pg_ctl") if not (PG_BIN / b).is_file()]
+        if missing:
+            unavailable("a private PostgreSQL", f"{', '.join(missing)} not found in {PG_BIN}")
+        self._as: list[str] = []
+        if os.geteuid() == 0:
+            if shutil.which("runuser") is None:
+                unavailable("a private PostgreSQL", "running as root and runuser is missing")
+            self._as = ["runuser", "-u", "postgres", "--"]
+        self.dir = Path(tempfile.mkdtemp(prefix="authkeep-pg-"))
+        if self._as:
+            shutil.chown(self.dir, user="postgres")
+        self.data = self.dir / "data"
+        self.port = free_port()
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+
+    def _run(self, binary: str, *args: str) -> None:
+        result = subprocess.run(
+            [*self._as, str(PG_BIN / binary), *args],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        if result.returncode != 0:
+            pytest.fail(f"{binary} {' '.join(args)} failed:\n{result.stdout!r}\n{result.stderr!r}")
+
+    def url(self, database: str = "postgres", driver: str = "postgresql+asyncpg") -> str:
+        """A URL for ``database`` as the cluster's superuser."""
+        return f"{driver}://postgres@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        """Start the cluster and wait until it accepts connections (``pg_ctl -w``)."""
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.dir / "log"),
+            "-w",
+            "-t",
+            "30",
+            "-o",
+            options,
+            "start",
+        )
+
+    def stop(self, mode: str = "immediate") -> None:
+        """Stop the cluster. ``immediate`` is a crash as far as clients and WAL are concerned:
+        connections drop at once and the next start replays the log."""
+        self._run("pg_ctl", "-D", str(self.data), "-w", "-t", "30", "-m", mode, "stop")
+
+    def log_tail(self, chars: int = 3000) -> str:
+        """The end of the server log."""
+        try:
+            return (self.dir / "log").read_text(errors="replace")[-chars:]
+        except FileNotFoundError:
+            return ""
+
+    def remove(self) -> None:
+        """Stop the cluster if it runs and delete its files."""
+        if (self.data / "postmaster.pid").exists():
+            subprocess.run(
+                [
+                    *self._as,
+                    str(PG_BIN / "pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "stop",
+                ],
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def fresh_pg_database(prefix: str = "authkeep_proc") -> Iterator[str]:
+    """A new, empty database on the shared test PostgreSQL (``AUTHKEEP_TEST_PG_URL``) for
+    servers to migrate; dropped afterwards. Skipped (failed under CI) if the server is absent."""
+    import asyncio
+    import uuid
+
+    from conftest import _pg_admin, unavailable
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        asyncio.run(_pg_admin([f'CREATE DATABASE "{name}"']))
+    except Exception as exc:
+        unavailable("PostgreSQL", f"{type(exc).__name__}: {exc}")
+    try:
+        yield name
+    finally:
+        asyncio.run(_pg_admin([f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)']))

@@ -3,6 +3,7 @@
 The names below are the public API; everything else may change between versions.
 """
 
+from authkeep.db.migrate import run_migrations
 from authkeep.db.migrate import upgrade as migrate_database
 from authkeep.db.tenancy import TenantDatabase, disable_tenancy, enable_tenancy
 from authkeep.db.users import UserRecord
@@ -59,4 +60,5 @@ __all__ = [
     "enable_tenancy",
     "migrate_database",
     "require_role",
+    "run_migrations",
 ]

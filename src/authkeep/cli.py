@@ -16,9 +16,7 @@ from pydantic import SecretStr, ValidationError
 
 from authkeep.audit_cli import audit_app
 from authkeep.db import migrate as migrations
-from authkeep.db import roles
 from authkeep.db import users as user_rows
-from authkeep.db.engine import Database
 from authkeep.errors import AuthkeepError, Conflict
 from authkeep.security.emails import email_key_of
 from authkeep.security.keys import KeyConfigError, generate_key
@@ -58,18 +56,7 @@ def _run(make: Callable[[], Awaitable[T]]) -> T:
 async def _migrate(settings: Settings) -> None:
     # As the schema owner (AUTHKEEP_MIGRATION_DATABASE_URL), granting the app role only
     # what it needs: the app itself cannot alter tables or drop the audit log's triggers.
-    db = Database(settings.migrations_url)
-    try:
-        await migrations.upgrade(
-            db,
-            role_config=roles.RoleConfig(
-                app_role=settings.database_app_role,
-                purge_role=settings.audit_purge_role,
-                audit_retention_days=settings.audit_retention_days,
-            ),
-        )
-    finally:
-        await db.close()
+    await migrations.run_migrations(settings)
 
 
 @app.command()

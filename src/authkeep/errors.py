@@ -113,6 +113,7 @@ class Overloaded(AuthkeepError):
 
 
 class DependencyUnavailable(AuthkeepError):
-    """A backing service is unreachable."""
+    """A backing service is unreachable; ``retry_after`` (seconds) is a hint for clients."""
 
     detail = "Service temporarily unavailable"
+    retry_after = 2

@@ -1,5 +1,6 @@
 """Rate limits when Redis fails: a private ``redis-server`` is stopped under a running app
-(with traffic in flight) and started again, on SQLite and on PostgreSQL.
+(with traffic in flight) and started again, on SQLite and on PostgreSQL. Revocations under
+the same fault: ``tests/http/test_revocation_redis_down.py``.
 
 While it is down, login limits fail closed (503 with a clear detail), the global limit fails
 open (requests proceed; a warning is logged and a metric counts them), and no request gets a
@@ -31,6 +32,8 @@ JWKS = "/.well-known/jwks.json"
 LOGIN = "/api/v1/auth/login"
 TOKEN = "/api/v1/auth/token"
 BACKGROUND_PEER = ("198.51.100.77", 41000)
+
+pytestmark = pytest.mark.slow
 OTHER_PEER = ("198.51.100.78", 41000)
 
 
@@ -99,6 +102,8 @@ async def test_redis_outage_closes_logins_opens_the_global_limit_and_recovers(
             refused = await post_login(http)
             assert refused.status_code == 503
             assert refused.json() == {"detail": LOGIN_UNAVAILABLE}
+            # A hint for well-behaved clients (and load balancers) of when to come back.
+            assert int(refused.headers["retry-after"]) >= 1
             form = {"username": "alice@example.com", "password": PASSWORD}
             assert (await http.post(TOKEN, data=form)).status_code == 503
             # Registration too (its 409 is an enumeration oracle); refresh fails open.

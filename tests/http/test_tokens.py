@@ -234,11 +234,15 @@ async def test_a_token_stops_working_when_its_user_is_deactivated_or_deleted(
     services = authkeep_of(app).services
 
     # Straight in the database, so that no session is revoked: the user check alone refuses.
+    # A change made behind the services' back must say so, as they do, for the cached user
+    # to be read again (else it applies within authn.CACHE_SECONDS).
     async with services.db.transaction() as conn:
         await user_rows.update_user(conn, user_id, is_active=False)
+    await services.revocations.users_changed([str(user_id)])
     assert await rejected(client, bearer(token)) is None
     async with services.db.transaction() as conn:
         await user_rows.update_user(conn, user_id, is_active=True)
+    await services.revocations.users_changed([str(user_id)])
     assert (await client.get(ME, headers=bearer(token))).status_code == 200
 
     await services.accounts.set_active(user_id, False)

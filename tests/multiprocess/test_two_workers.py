@@ -158,3 +158,50 @@ async def test_fifty_simultaneous_refreshes_across_two_workers(
     assert [row["jti"] for row in live] == [claims_of(successor)["jti"]]
     assert live[0]["token_hash"] == hashlib.sha256(successor.encode()).hexdigest()
     assert original["successor_jti"] == live[0]["jti"]
+
+
+async def test_a_demotion_through_one_worker_applies_on_the_other_at_once(
+    workers: tuple[Server, Server],
+) -> None:
+    # Each worker keeps users and roles in memory; the change counter in Redis is what
+    # tells worker b that worker a changed this member.
+    a, b = workers
+    async with httpx.AsyncClient(timeout=30) as http:
+        for email in ("owner@example.com", "deputy@example.com"):
+            await register(http, a.url, email)
+        owner = await login(http, a.url, "owner@example.com")
+        created = await http.post(
+            f"{a.url}/api/v1/orgs", json={"name": "Acme"}, headers=bearer(owner["access_token"])
+        )
+        assert created.status_code == 201, created.text
+        org_id = created.json()["id"]
+        added = await http.post(
+            f"{a.url}/api/v1/orgs/{org_id}/members",
+            json={"email": "deputy@example.com", "role": "admin"},
+            headers=bearer(owner["access_token"]),
+        )
+        assert added.status_code == 201, added.text
+        deputy = await login(http, b.url, "deputy@example.com")
+        switched = await http.post(
+            f"{b.url}/api/v1/auth/switch-org",
+            json={"org_id": org_id},
+            headers=bearer(deputy["access_token"]),
+        )
+        assert switched.status_code == 200, switched.text
+        token = switched.json()["access_token"]
+        # A route whose role check is the request's principal (require_role), not a fresh
+        # query of its own. Twice, to warm worker b's cache: the deputy is an admin there.
+        keys = f"{b.url}/api/v1/api-keys"
+        for _ in range(2):
+            response = await http.get(keys, headers=bearer(token))
+            assert response.status_code == 200, response.text
+
+        demoted = await http.patch(
+            f"{a.url}/api/v1/orgs/{org_id}/members/{added.json()['user_id']}",
+            json={"role": "viewer"},
+            headers=bearer(owner["access_token"]),
+        )
+        assert demoted.status_code == 200, demoted.text
+
+        refused = await http.get(keys, headers=bearer(token))
+        assert refused.status_code == 403, refused.text

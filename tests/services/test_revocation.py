@@ -137,3 +137,65 @@ async def test_close_stops_the_background_retry(
     await revocations.close()
 
     assert task.done()
+
+
+async def test_memory_stamp_changes_only_for_the_changed_user() -> None:
+    store = MemoryRevocations(ttl_seconds=60)
+    _, alice = await store.check("s", "alice")
+    _, bob = await store.check("s", "bob")
+
+    await store.users_changed(["alice"])
+
+    assert (await store.check("s", "alice"))[1] != alice
+    assert (await store.check("s", "bob"))[1] == bob
+
+
+async def test_redis_stamp_follows_user_changes_and_restarts(
+    store: tuple[RedisRevocations, Database], private_redis: RedisProcess
+) -> None:
+    revocations, _database = store
+    # The first check resynchronises (no marker yet): nobody can vouch for a cached user.
+    assert await revocations.check("s", "alice") == (False, None)
+    revoked, before = await revocations.check("s", "alice")
+    assert not revoked
+    assert before is not None
+    assert (await revocations.check("s", "alice"))[1] == before  # stable while nothing changes
+    _, bob = await revocations.check("s", "bob")
+
+    await revocations.users_changed(["alice"])
+    _, after = await revocations.check("s", "alice")
+    assert after not in (None, before)
+    assert (await revocations.check("s", "bob"))[1] == bob
+
+    # A restart loses the counters: "alice" would read 0 again. The new generation written
+    # by the resync keeps every stamp handed out before from matching.
+    private_redis.stop()
+    private_redis.start()
+    assert (await revocations.check("s", "alice"))[1] is None
+    _, restarted = await revocations.check("s", "alice")
+    assert restarted not in (None, before, after)
+    assert (await revocations.check("s", "bob"))[1] != bob
+
+
+async def test_a_lost_user_change_forces_a_new_generation(
+    store: tuple[RedisRevocations, Database], private_redis: RedisProcess
+) -> None:
+    revocations, _database = store
+    await revocations.check("s", "alice")
+    _, before = await revocations.check("s", "alice")
+    private_redis.stop()
+
+    await revocations.users_changed(["alice"])  # does not raise; this worker is degraded
+    with pytest.raises(DependencyUnavailable):
+        await revocations.check("s", "alice")
+    private_redis.start()
+
+    async def vouched_again() -> bool:
+        try:
+            stamp = (await revocations.check("s", "alice"))[1]
+        except DependencyUnavailable:
+            return False
+        return stamp is not None
+
+    await until(vouched_again, "stamps handed out again after recovery")
+    assert (await revocations.check("s", "alice"))[1] != before

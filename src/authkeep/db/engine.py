@@ -8,10 +8,15 @@ Two SQLite details matter for correctness under concurrency:
 * WAL journaling lets readers go on while one writer writes.
 
 On PostgreSQL, reads run in autocommit mode: one round trip instead of BEGIN/SELECT/ROLLBACK.
+A pooled connection is pinged only when it sat idle for :data:`PING_AFTER_IDLE_SECONDS`
+(SQLAlchemy's ``pool_pre_ping`` would add three round trips to every checkout, doubling the
+database work of a login); a connection that broke while in use — a restart under load — is
+reported as an outage (503) once, and SQLAlchemy then replaces every pooled connection.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,10 +24,12 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 _WRITE = "authkeep_write"
+PING_AFTER_IDLE_SECONDS = 5.0
 
 ORG_SETTING = "app.org_id"
 """The PostgreSQL setting that row-level security policies compare ``organization_id`` with;
@@ -39,6 +46,42 @@ async def set_local(conn: AsyncConnection, name: str, value: str) -> None:
         await conn.execute(
             text("SELECT set_config(:name, :value, true)"), {"name": name, "value": value}
         )
+
+
+def _outage_errors() -> tuple[type[BaseException], ...]:
+    import asyncpg.exceptions as pg
+
+    return (
+        ConnectionError,  # refused or reset: the server is down or restarting
+        TimeoutError,
+        pg.PostgresConnectionError,  # SQLSTATE class 08, "connection was closed" included
+        pg.CannotConnectNowError,  # 57P03: starting up, shutting down, in recovery
+        pg.AdminShutdownError,  # 57P01: the server is shutting down
+        pg.CrashShutdownError,  # 57P02: another backend crashed
+        pg.TooManyConnectionsError,  # 53300: full, try again later
+    )
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means "the database does not answer right now" (an outage or restart
+    that a retry may outlive), as opposed to a bug or a refused statement.
+
+    SQLAlchemy reports some outages as ``DBAPIError`` (an invalidated connection, or the
+    driver's error as the cause) and lets others through raw (a refused connect), so the
+    whole chain of causes is inspected.
+    """
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    outage = _outage_errors()
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, outage):
+            return True
+        nxt = current.orig if isinstance(current, DBAPIError) else None
+        current = nxt or current.__cause__ or current.__context__
+    return False
 
 
 def _install_sqlite_hooks(engine: AsyncEngine) -> None:
@@ -59,6 +102,24 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+def _install_idle_ping(engine: AsyncEngine) -> None:
+    # SQLAlchemy's documented "pessimistic" recipe, limited to idle connections: raising
+    # DisconnectionError from checkout makes the pool retry with a fresh connection.
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            dbapi_connection.ping()
+        except Exception as exc:
+            raise DisconnectionError("stale pooled connection") from exc
+
+
 class Database:
     """Owns the engine. Build one per application; close it in the lifespan."""
 
@@ -72,10 +133,12 @@ class Database:
             # which authkeep does not support (tests use a temporary file).
             kwargs["connect_args"] = {"timeout": 15}
         elif self.dialect == "postgresql":
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
         else:
             kwargs["poolclass"] = NullPool
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        if self.dialect == "postgresql":
+            _install_idle_ping(self.engine)
         if self.dialect == "sqlite":
             _install_sqlite_hooks(self.engine)
             self._read_engine = self.engine

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 
 from authkeep.db import roles
 from authkeep.db.engine import Database
+from authkeep.settings import Settings
 
 # The advisory-lock key of migrations: any constant nothing else locks on (the package name
 # read as a number, halved to fit PostgreSQL's signed bigint).
@@ -69,3 +70,30 @@ async def upgrade(
         await conn.run_sync(
             _upgrade, revision, role_config or roles.RoleConfig(), tuple(version_locations)
         )
+
+
+def role_config(settings: Settings) -> roles.RoleConfig:
+    """The database roles and audit policy that ``settings`` configure."""
+    return roles.RoleConfig(
+        app_role=settings.database_app_role,
+        purge_role=settings.audit_purge_role,
+        audit_retention_days=settings.audit_retention_days,
+    )
+
+
+async def run_migrations(
+    settings: Settings, *, version_locations: Sequence[str | Path] = ()
+) -> None:
+    """What ``authkeep migrate`` does — authkeep's migrations to head, run as the schema
+    owner (``AUTHKEEP_MIGRATION_DATABASE_URL``), then the grants to
+    ``AUTHKEEP_DATABASE_APP_ROLE`` — plus an application's own migration directories.
+
+    Give those migrations ``depends_on = "0003_orgs"`` and a ``branch_labels`` of their own.
+    Once a database holds revisions of your directories, migrate it with this function
+    (or ``authkeep migrate`` would not know those revisions and refuse).
+    """
+    db = Database(settings.migrations_url)
+    try:
+        await upgrade(db, role_config=role_config(settings), version_locations=version_locations)
+    finally:
+        await db.close()

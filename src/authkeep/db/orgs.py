@@ -101,6 +101,9 @@ async def org_for_member(
     ``lock`` takes the organization row's lock (PostgreSQL ``FOR UPDATE``) until the
     transaction ends, which serialises every membership change of one organization: two
     admins demoting each other at the same moment cannot both see "another admin remains".
+    It locks the caller's membership row too: PostgreSQL re-reads only *locked* rows after
+    waiting, so without it the second admin would act on the role it had before the first
+    one's change committed (a just-demoted admin still adding members or renaming).
     """
     stmt = (
         select(*_ORG_COLUMNS)
@@ -108,7 +111,7 @@ async def org_for_member(
         .where(Organization.id == org_id, Membership.user_id == user_id, _LIVE)
     )
     if lock:
-        stmt = stmt.with_for_update(of=Organization)
+        stmt = stmt.with_for_update(of=(Organization, Membership))
     row = (await conn.execute(stmt)).first()
     return _org(row) if row else None
 

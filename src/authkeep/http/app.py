@@ -205,8 +205,11 @@ class Authkeep:
         async def publish(session_ids: Iterable[uuid.UUID]) -> None:
             await revocations.revoke(str(sid) for sid in session_ids)
 
+        async def users_changed(user_ids: Iterable[uuid.UUID]) -> None:
+            await revocations.users_changed(str(uid) for uid in user_ids)
+
         audit = AuditLog(db, enabled=s.audit_enabled)
-        accounts = Accounts(db, hasher, publish, audit)
+        accounts = Accounts(db, hasher, publish, audit, users_changed=users_changed)
         sessions = Sessions(
             db,
             codec,
@@ -226,7 +229,7 @@ class Authkeep:
             authenticator=Authenticator(db, codec, revocations),
             audit=audit,
             audit_reader=AuditReader(db, audit),
-            orgs=Organizations(db, codec, audit),
+            orgs=Organizations(db, codec, audit, users_changed),
             api_keys=ApiKeys(db, audit),
             platform_admin=PlatformAdmin(db, accounts),
             stats=SessionStats(db),

@@ -13,8 +13,10 @@ Protecting a route of your own takes one parameter::
 
 These accept a user's access token (``Authorization: Bearer <jwt>``) or an API key
 (``Authorization: Bearer ak_…`` or ``X-API-Key: ak_…``). The organization is the token's
-active one (or the key's); the role is read from the database for every request. Refusals:
-401 without valid credentials, 403 without an active organization or with a lower role.
+active one (or the key's); the role is the current one, not the token's (a change applies on
+the next request). Refusals: 401 without valid credentials, 403 without an active
+organization or with a lower role. ``require_session_role`` is the same check for routes that
+only a user's session may reach (managing API keys: a key must not mint keys).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from fastapi.security import APIKeyHeader
 
 from authkeep.db.tenancy import TenantDatabase
 from authkeep.errors import InvalidToken
-from authkeep.http.deps import bearer_scheme, get_authkeep, request_info
+from authkeep.http.deps import CurrentPrincipal, bearer_scheme, get_authkeep, request_info
 from authkeep.security.permissions import Role
 from authkeep.services.api_keys import looks_like_key
 from authkeep.services.authn import Principal
@@ -75,6 +77,18 @@ def require_role(minimum: Role | str) -> Callable[..., Awaitable[OrgAccess]]:
     return dependency
 
 
+def require_session_role(minimum: Role | str) -> Callable[..., Awaitable[OrgAccess]]:
+    """Like :func:`require_role`, for a user's session only: API keys get 403, and the
+    OpenAPI schema offers only the bearer scheme, as it should for these routes."""
+    wanted = Role(minimum)
+
+    async def dependency(principal: CurrentPrincipal) -> OrgAccess:
+        return org_access(principal, wanted)
+
+    dependency.__name__ = f"require_session_role_{wanted.value}"
+    return dependency
+
+
 async def tenant_database(
     request: Request,
     access: Annotated[OrgAccess, Depends(require_role(Role.VIEWER))],
@@ -87,3 +101,4 @@ TenantDB = Annotated[TenantDatabase, Depends(tenant_database)]
 OrgViewer = Annotated[OrgAccess, Depends(require_role(Role.VIEWER))]
 OrgEditor = Annotated[OrgAccess, Depends(require_role(Role.EDITOR))]
 OrgAdmin = Annotated[OrgAccess, Depends(require_role(Role.ADMIN))]
+SessionOrgAdmin = Annotated[OrgAccess, Depends(require_session_role(Role.ADMIN))]

@@ -17,6 +17,7 @@ from fastapi.security import OAuth2PasswordBearer
 
 from authkeep.db.users import UserRecord
 from authkeep.errors import InvalidToken, PermissionDenied
+from authkeep.services.api_keys import looks_like_key
 from authkeep.services.authn import Principal
 from authkeep.services.context import RequestInfo
 
@@ -51,12 +52,22 @@ async def current_principal(
     """The verified caller's user session, or 401. API keys get 403: routes that take this
     dependency act on a user's own account or session (``/auth/*``, organizations, admin),
     which a service credential must not reach (use ``current_caller`` to accept keys)."""
-    if request.headers.get("x-api-key") is not None or (token and token.startswith("ak_")):
+    services = get_authkeep(request).services
+    state = request.scope.setdefault("state", {})
+    api_key = request.headers.get("x-api-key")
+    if api_key is not None or (token and looks_like_key(token)):
+        if api_key is not None and token:
+            raise InvalidToken("Send either a bearer token or an API key, not both")
+        # The key is checked before it is refused: a forged or revoked key is no credential
+        # (401, like a bad token), and only a real key earns the 403 — whose audit row then
+        # names it. Otherwise anyone could write "authz.denied" rows by sending junk keys.
+        key = api_key if api_key is not None else token
+        state["principal"] = await services.api_keys.authenticate(key or "", request_info(request))
         raise PermissionDenied("This route needs a user session; API keys are not accepted")
     if not token:
         raise InvalidToken("Not authenticated")
-    principal = await get_authkeep(request).services.authenticator.authenticate(token)
-    request.scope.setdefault("state", {})["principal"] = principal
+    principal = await services.authenticator.authenticate(token)
+    state["principal"] = principal
     return principal
 
 

@@ -18,9 +18,11 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from authkeep.db.engine import is_unavailable
 from authkeep.errors import (
     AuthkeepError,
     Conflict,
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("authkeep.http")
 
 BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+DATABASE_UNAVAILABLE = "Database unavailable, retry shortly"
 _MAX_LOC_ITEM = 64
 
 STATUS: tuple[tuple[type[AuthkeepError], int], ...] = (
@@ -85,7 +88,7 @@ def error_response(error: AuthkeepError) -> JSONResponse:
     headers: dict[str, str] = {}
     if status == 401:
         headers.update(BEARER_CHALLENGE)
-    if isinstance(error, RateLimited | Overloaded):
+    if isinstance(error, RateLimited | Overloaded | DependencyUnavailable):
         headers["Retry-After"] = str(error.retry_after)
     if isinstance(error, FieldError):
         body: Any = [{"loc": ["body", error.field], "msg": error.detail, "type": "value_error"}]
@@ -152,6 +155,21 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": safe_errors(exc.errors())}, status_code=422)
 
 
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    # A database that is restarting or down is a 503 the client may retry, not a 500 (which
+    # says "bug" and pages someone): the transaction was rolled back or never began, so
+    # nothing was half-written. Anything else is re-raised to the last-resort 500.
+    if not is_unavailable(exc):
+        raise exc
+    log.warning(
+        "database_unavailable",
+        method=request.method,
+        route=route_template(request.scope),
+        error=type(exc).__name__,
+    )
+    return error_response(DependencyUnavailable(DATABASE_UNAVAILABLE))
+
+
 _METHODS = ("DELETE", "GET", "PATCH", "POST", "PUT")
 
 
@@ -205,3 +223,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AuthkeepError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    # Outages surface as SQLAlchemy's DBAPIError, or raw from the driver when a new
+    # connection is refused (ConnectionError, TimeoutError are OSError subclasses).
+    for kind in (DBAPIError, OSError):
+        app.add_exception_handler(kind, _database_error)

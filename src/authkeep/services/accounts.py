@@ -28,6 +28,7 @@ from authkeep.services.context import RequestInfo
 log = structlog.get_logger("authkeep.accounts")
 
 Publish = Callable[[Iterable[uuid.UUID]], Awaitable[None]]
+DELETED_CANNOT_BE_ACTIVATED = "A deleted account cannot be reactivated"
 
 
 class FieldError(PolicyViolation):
@@ -56,6 +57,7 @@ def valid_password(password: str, *, email: str | None, field: str = "password")
 
 class Accounts:
     """Use cases on accounts. ``publish`` spreads session revocations to every worker;
+    ``users_changed`` invalidates every worker's cached copy of a user whose status changed;
     ``audit`` records each change in the change's own transaction."""
 
     def __init__(
@@ -64,10 +66,13 @@ class Accounts:
         hasher: PasswordHasher,
         publish: Publish,
         audit: AuditLog | None = None,
+        *,
+        users_changed: Publish,
     ) -> None:
         self._db = db
         self._hasher = hasher
         self._publish = publish
+        self._users_changed = users_changed
         self._audit = audit if audit is not None else AuditLog(db)
 
     async def register(
@@ -217,7 +222,8 @@ class Accounts:
         info: RequestInfo | None = None,
     ) -> UserRecord:
         """Activate or deactivate a user; deactivation ends every session at once.
-        ``actor`` is the admin doing it (recorded in the audit log)."""
+        ``actor`` is the admin doing it (recorded in the audit log). Conflict when
+        activating a deleted user."""
         return await self._change_status(
             user_id,
             is_active=active,
@@ -230,7 +236,8 @@ class Accounts:
     async def soft_delete(
         self, user_id: uuid.UUID, *, actor: Actor = SYSTEM, info: RequestInfo | None = None
     ) -> UserRecord:
-        """Mark a user deleted (the row stays) and end every session at once."""
+        """Mark a user deleted (the row stays) and end every session at once. Deleting a
+        deleted user changes and records nothing."""
         return await self._change_status(
             user_id,
             is_active=False,
@@ -257,6 +264,15 @@ class Accounts:
             user = await user_rows.get_by_id(conn, user_id)
             if user is None:
                 raise NotFound()
+            if user.deleted_at is not None:
+                if deleted:
+                    # Already deleted: nothing changes, so nothing is recorded again (a
+                    # second "user.deleted" row would misdate the deletion).
+                    return user
+                if is_active:
+                    # "Active" but deleted could still not sign in; saying it worked would
+                    # mislead the admin. Undeleting is not offered.
+                    raise Conflict(DELETED_CANNOT_BE_ACTIVATED)
             values: dict[str, object] = {"is_active": is_active}
             if deleted and user.deleted_at is None:
                 values["deleted_at"] = now
@@ -280,6 +296,7 @@ class Accounts:
                 ),
                 info,
             )
+        await self._users_changed([user_id])
         await self._publish(ended)
         log.info("user_status_changed", user_id=str(user_id), active=is_active, deleted=deleted)
         return updated

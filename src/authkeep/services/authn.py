@@ -1,14 +1,21 @@
 """Authenticating a request's access token: the hot path of every protected route.
 
-Per request: the JWT is verified in memory, the session is checked against the revocation
-store (memory, or one Redis ``EXISTS``), and the user is loaded — with their current role in
-the token's organization — by one query on two primary keys that selects only the columns
-needed: no ORM identity map, no relationship loading. The token's ``role`` claim is never
-used for authorization: the role read here is, so a demotion or removal applies at once.
+Per request: the JWT is verified in memory, then one look-up in the revocation store
+(memory, or one Redis ``MGET``) answers both "was this session revoked?" and "did this user
+change?" (a stamp, see :mod:`authkeep.services.revocation`). The user — with their current
+role in the token's organization — comes from a small in-process cache while the stamp is
+unchanged, else from one query on two primary keys that selects only the needed columns. So
+the hot path makes no database round trip, and a demotion, removal or deactivation made by
+any worker still applies on the very next request. The token's ``role`` claim is never used
+for authorization: the role read here is.
+
+Entries also expire after :data:`CACHE_SECONDS`, the bound for changes made behind
+authkeep's back (an operator's SQL); authkeep's own changes invalidate at once.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -24,6 +31,33 @@ from authkeep.security.tokens import AccessClaims, TokenCodec
 from authkeep.services.revocation import RevocationStore
 
 log = structlog.get_logger("authkeep.authn")
+
+CACHE_SECONDS = 60.0
+CACHE_ENTRIES = 10_000
+
+_Found = tuple[UserRecord, str | None]
+
+
+class _UserCache:
+    """(user, organization) → (stamp, user record, role), bounded in size and age."""
+
+    def __init__(self, max_entries: int = CACHE_ENTRIES, max_age: float = CACHE_SECONDS) -> None:
+        self._entries: dict[tuple[uuid.UUID, uuid.UUID | None], tuple[str, float, _Found]] = {}
+        self._max_entries = max_entries
+        self._max_age = max_age
+
+    def get(self, key: tuple[uuid.UUID, uuid.UUID | None], stamp: str) -> _Found | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] != stamp or entry[1] < time.monotonic():
+            return None
+        return entry[2]
+
+    def put(self, key: tuple[uuid.UUID, uuid.UUID | None], stamp: str, found: _Found) -> None:
+        if len(self._entries) >= self._max_entries and key not in self._entries:
+            # Oldest first (dicts keep insertion order): cheap and good enough for a cache
+            # whose entries all expire within a minute anyway.
+            del self._entries[next(iter(self._entries))]
+        self._entries[key] = (stamp, time.monotonic() + self._max_age, found)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +111,7 @@ class Authenticator:
         self._db = db
         self._codec = codec
         self._revocations = revocations
+        self._users = _UserCache()
 
     async def authenticate(self, token: str) -> Principal:
         """Verify ``token`` (signature, claims, type, revocation, user state)."""
@@ -87,17 +122,25 @@ class Authenticator:
             org_id = uuid.UUID(claims.org_id) if claims.org_id is not None else None
         except ValueError:
             raise InvalidToken() from None
+        stamp: str | None = None
         try:
-            revoked = await self._revocations.is_revoked(claims.session_id)
+            revoked, stamp = await self._revocations.check(claims.session_id, claims.user_id)
             check_database = False
         except DependencyUnavailable:
             revoked, check_database = False, True
         if revoked:
             raise InvalidToken()
-        async with self._db.reading() as conn:
-            if check_database and await session_rows.session_is_revoked(conn, session_id):
-                raise InvalidToken()
-            found = await user_rows.get_with_role(conn, user_id, org_id)
+        key = (user_id, org_id)
+        found = self._users.get(key, stamp) if stamp is not None else None
+        if found is None:
+            async with self._db.reading() as conn:
+                if check_database and await session_rows.session_is_revoked(conn, session_id):
+                    raise InvalidToken()
+                found = await user_rows.get_with_role(conn, user_id, org_id)
+            # The stamp was read BEFORE the row: a change committed in between bumps the
+            # counter afterwards, so this entry can only be too old to match, never wrong.
+            if found is not None and stamp is not None:
+                self._users.put(key, stamp, found)
         if found is None or not found[0].can_sign_in:
             raise InvalidToken()
         user, stored_role = found

@@ -37,6 +37,7 @@ from authkeep.services.accounts import FieldError
 from authkeep.services.audit import Action, Actor, AuditEvent, AuditLog
 from authkeep.services.authn import Principal
 from authkeep.services.context import RequestInfo
+from authkeep.services.revocation import UsersChanged
 
 log = structlog.get_logger("authkeep.orgs")
 
@@ -74,12 +75,19 @@ def _human(principal: Principal) -> None:
 
 
 class Organizations:
-    """Use cases on organizations, memberships and the active organization of a session."""
+    """Use cases on organizations, memberships and the active organization of a session.
 
-    def __init__(self, db: Database, codec: TokenCodec, audit: AuditLog) -> None:
+    Every membership change ends with ``users_changed`` for the members concerned, after the
+    commit: authenticators cache users with their roles, and this is what makes a change
+    apply on the member's next request in every worker."""
+
+    def __init__(
+        self, db: Database, codec: TokenCodec, audit: AuditLog, users_changed: UsersChanged
+    ) -> None:
         self._db = db
         self._codec = codec
         self._audit = audit
+        self._users_changed = users_changed
 
     def _event(
         self,
@@ -172,6 +180,7 @@ class Organizations:
         async with self._db.tenant_transaction(org_id) as conn:
             org = await org_rows.org_for_member(conn, org_id, principal.user.id, lock=True)
             self._admin(org, org_id, "delete the organization")
+            former = [member.user_id for member in await org_rows.members(conn, org_id)]
             removed = await org_rows.soft_delete_org(conn, org_id, now)
             revoked = await key_rows.revoke_all(conn, org_id, now)
             await self._audit.record(
@@ -184,6 +193,7 @@ class Organizations:
                 ),
                 info,
             )
+        await self._users_changed(former)
         log.info("org_deleted", org_id=str(org_id), user_id=str(principal.user.id))
 
     async def members(self, principal: Principal, org_id: uuid.UUID) -> list[MemberRecord]:
@@ -231,6 +241,7 @@ class Organizations:
                 ),
                 info,
             )
+        await self._users_changed([user.id])
         return MemberRecord(user.id, user.email, user.full_name, role, now)
 
     async def change_role(
@@ -267,6 +278,7 @@ class Organizations:
                 ),
                 info,
             )
+        await self._users_changed([user_id])
         return MemberRecord(target.user_id, target.email, target.full_name, role, target.joined_at)
 
     async def remove_member(
@@ -304,6 +316,7 @@ class Organizations:
                 ),
                 info,
             )
+        await self._users_changed([user_id])
 
     async def switch(self, principal: Principal, org_id: uuid.UUID) -> OrgToken:
         """Make ``org_id`` the session's active organization and issue an access token

@@ -20,13 +20,23 @@ Redis is a cache that may fail or forget, and neither may let a revoked token th
 * A Redis that restarted empty (or was flushed) is recognised by a missing marker key, read
   in the same ``MGET`` as the session's key: the first worker to see it republishes the
   recent revocations from the database before answering.
+
+The same lookup also answers "has this user changed?", so that the authenticator may keep
+users (and their role in an organization) in memory instead of reading the database on every
+request. Every change authkeep makes to a user's status or memberships calls
+:meth:`RevocationStore.users_changed`, which bumps a per-user counter; :meth:`check` returns a
+*stamp* built from that counter (and, on Redis, from the marker's random generation, which
+changes whenever Redis restarted, was flushed or missed a write). A cached user is used only
+while its stamp is unchanged; a stamp of None means "nobody can vouch: read the database".
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
@@ -39,6 +49,17 @@ from authkeep.errors import DependencyUnavailable
 log = structlog.get_logger("authkeep.revocation")
 
 Resync = Callable[[], Awaitable[list[tuple[str, int]]]]
+UsersChanged = Callable[[Iterable[uuid.UUID]], Awaitable[None]]
+"""What services call after committing a change to users' status or memberships."""
+
+# A user's change counter outlives every cache entry that could have read its old value
+# (entries live a minute): a counter that expired reads 0 again, which only entries created
+# after the expiry can carry.
+_EPOCH_TTL_SECONDS = 86_400
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class RevocationStore(Protocol):
@@ -49,6 +70,12 @@ class RevocationStore(Protocol):
 
     async def is_revoked(self, session_id: str) -> bool:
         """Whether the session was revoked."""
+
+    async def check(self, session_id: str, user_id: str) -> tuple[bool, str | None]:
+        """Whether the session was revoked, and the user's current stamp (None: unknown)."""
+
+    async def users_changed(self, user_ids: Iterable[str]) -> None:
+        """Invalidate every cached copy of these users, in every worker."""
 
     async def close(self) -> None:
         """Stop any background work (called once, when the application stops)."""
@@ -61,6 +88,7 @@ class MemoryRevocations:
         self._ttl = ttl_seconds
         self._until: dict[str, float] = {}
         self._next_prune = time.monotonic() + ttl_seconds
+        self._epochs: dict[str, int] = {}
 
     async def revoke(self, session_ids: Iterable[str]) -> None:
         """Mark sessions revoked for the next ``ttl_seconds``."""
@@ -84,6 +112,15 @@ class MemoryRevocations:
         until = self._until.get(session_id)
         return until is not None and until > now
 
+    async def check(self, session_id: str, user_id: str) -> tuple[bool, str | None]:
+        """Whether the session was revoked, and the user's change counter as the stamp."""
+        return await self.is_revoked(session_id), str(self._epochs.get(user_id, 0))
+
+    async def users_changed(self, user_ids: Iterable[str]) -> None:
+        """Bump the users' change counters (this process is the only one)."""
+        for user_id in user_ids:
+            self._epochs[user_id] = self._epochs.get(user_id, 0) + 1
+
     async def close(self) -> None:
         """Nothing runs in the background."""
 
@@ -102,6 +139,7 @@ class RedisRevocations:
     ) -> None:
         self._redis = redis
         self._prefix = prefix + "revoked:sid:"
+        self._epoch_prefix = prefix + "user:epoch:"
         # Present while Redis holds every recent revocation; a restart or FLUSHALL drops it.
         self._marker = prefix + "revoked:synced"
         self._ttl = ttl_seconds
@@ -130,8 +168,10 @@ class RedisRevocations:
                 pipe.set(self._prefix + sid, b"1", ex=max(1, ttl))
             if synced:
                 # Last: if the pipeline breaks half-way, the marker stays missing and the
-                # next request resynchronises again.
-                pipe.set(self._marker, b"1")
+                # next request resynchronises again. A new random generation each time:
+                # user counters may have been lost with whatever made the resync necessary,
+                # so every stamp handed out before must stop matching.
+                pipe.set(self._marker, secrets.token_hex(8).encode())
             await pipe.execute()
 
     def _mark_degraded(self) -> None:
@@ -157,6 +197,39 @@ class RedisRevocations:
         except RedisError as exc:
             self._mark_degraded()
             raise DependencyUnavailable() from exc
+
+    async def check(self, session_id: str, user_id: str) -> tuple[bool, str | None]:
+        """Whether the session was revoked and the user's stamp, in one ``MGET``;
+        DependencyUnavailable when Redis is down. The stamp is None right after a resync."""
+        if self._degraded and time.monotonic() < self._retry_at:
+            raise DependencyUnavailable()
+        key = self._prefix + session_id
+        try:
+            generation, hit, epoch = await self._redis.mget(
+                self._marker, key, self._epoch_prefix + user_id
+            )
+            if generation is not None and not self._degraded:
+                return hit is not None, f"{_text(generation)}:{int(epoch or 0)}"
+            await self._recover()
+            return bool(await self._redis.exists(key)), None
+        except RedisError as exc:
+            self._mark_degraded()
+            raise DependencyUnavailable() from exc
+
+    async def users_changed(self, user_ids: Iterable[str]) -> None:
+        """Bump the users' counters. If Redis does not answer, this worker resynchronises
+        as soon as it does, which changes the generation and so every stamp."""
+        ids = list(user_ids)
+        if not ids:
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for user_id in ids:
+                    pipe.incr(self._epoch_prefix + user_id)
+                    pipe.expire(self._epoch_prefix + user_id, _EPOCH_TTL_SECONDS)
+                await pipe.execute()
+        except RedisError:
+            self._mark_degraded()
 
     async def _recover(self) -> None:
         async with self._recovering:

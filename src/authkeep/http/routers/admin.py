@@ -1,8 +1,9 @@
 """``/api/v1/admin``: platform administration (``is_superuser``, user sessions only).
 
 With ``AUTHKEEP_ADMIN_ALLOWED_IPS`` set, a client whose (proxy-aware) IP is not listed gets
-the same 404 as an unknown path, before any authentication: the admin surface is not
-advertised to the internet, and a stolen admin token is useless from outside the list. An
+the same 404 as an unknown path, whatever the method, body or credentials: the admin surface
+is not advertised to the internet, and a stolen admin token is useless from outside the list
+(see :class:`AdminRoute`). An
 ``X-Forwarded-For`` header counts only from ``AUTHKEEP_TRUSTED_PROXIES``, so a client cannot
 write its way in.
 """
@@ -14,7 +15,10 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
+from starlette.types import Scope
 
 from authkeep.db.users import UserRecord
 from authkeep.http.deps import CurrentPrincipal, Info, get_authkeep
@@ -24,20 +28,49 @@ from authkeep.services.platform_admin import MAX_PAGE, PlatformAdmin
 log = structlog.get_logger("authkeep.admin")
 
 
-async def admin_ip_allowed(request: Request) -> None:
-    """404 unless the client IP is on the admin allow-list (when one is set)."""
-    authkeep = get_authkeep(request)
-    allow_list = authkeep.admin_allow_list
+def _client_allowed(scope: Scope) -> bool:
+    authkeep = getattr(getattr(scope.get("app"), "state", None), "authkeep", None)
+    allow_list = getattr(authkeep, "admin_allow_list", None)
     if allow_list is None:
-        return
-    client_ip = request.scope.get("state", {}).get("client_ip")
-    if not allow_list.allows(client_ip):
-        log.warning("admin_ip_refused", client_ip=client_ip, path=request.url.path)
+        return True
+    return bool(allow_list.allows(scope.get("state", {}).get("client_ip")))
+
+
+class AdminRoute(APIRoute):
+    """A route that does not exist for clients outside the admin allow-list.
+
+    Refusing in :meth:`matches`, before routing settles, keeps every answer to an outsider
+    the unknown path's 404: a dependency would run only after FastAPI had parsed the body
+    (a malformed one gave 422) and after the router had matched the path (a wrong method
+    gave 405 with an ``Allow`` header), both of which told a scanner the admin routes exist.
+    """
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child_scope = super().matches(scope)
+        if match is Match.NONE or _client_allowed(scope):
+            return match, child_scope
+        if match is Match.FULL:  # once per request: only one route fully matches
+            log.warning(
+                "admin_ip_refused",
+                client_ip=scope.get("state", {}).get("client_ip"),
+                path=scope.get("path"),
+            )
+        return Match.NONE, {}
+
+
+async def admin_ip_allowed(request: Request) -> None:
+    """404 unless the client IP is on the admin allow-list (when one is set). Defence in
+    depth behind :class:`AdminRoute`, should these routes be re-mounted without it."""
+    if not _client_allowed(request.scope):
         raise HTTPException(status_code=404)
 
 
-# Router-level: runs before the route's own dependencies, so before authentication.
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(admin_ip_allowed)])
+router = APIRouter(
+    prefix="/admin",
+    tags=["admin"],
+    route_class=AdminRoute,
+    dependencies=[Depends(admin_ip_allowed)],
+)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Not authenticated"},

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response, status
 
 from authkeep.db.api_keys import ApiKeyRecord
-from authkeep.http.authz import OrgAdmin
+from authkeep.http.authz import SessionOrgAdmin
 from authkeep.http.deps import Info, get_authkeep
 from authkeep.http.org_schemas import ApiKeyCreatedOut, ApiKeyIn, ApiKeyOut
 from authkeep.security.permissions import Role
@@ -42,7 +42,7 @@ def key_out(record: ApiKeyRecord) -> ApiKeyOut:
     "", response_model=ApiKeyCreatedOut, status_code=status.HTTP_201_CREATED, responses=_ERRORS
 )
 async def create_key(
-    body: ApiKeyIn, access: OrgAdmin, request: Request, info: Info
+    body: ApiKeyIn, access: SessionOrgAdmin, request: Request, info: Info
 ) -> ApiKeyCreatedOut:
     """Create a key; the response is the only time ``key`` is shown."""
     created = await get_authkeep(request).services.api_keys.create(
@@ -52,7 +52,7 @@ async def create_key(
 
 
 @router.get("", response_model=list[ApiKeyOut], responses=_ERRORS)
-async def list_keys(access: OrgAdmin, request: Request) -> list[ApiKeyOut]:
+async def list_keys(access: SessionOrgAdmin, request: Request) -> list[ApiKeyOut]:
     """The active organization's keys, revoked ones included."""
     return [key_out(r) for r in await get_authkeep(request).services.api_keys.list(access)]
 
@@ -62,7 +62,9 @@ async def list_keys(access: OrgAdmin, request: Request) -> list[ApiKeyOut]:
     status_code=status.HTTP_204_NO_CONTENT,
     responses={**_ERRORS, 404: {"description": "No such key in the active organization"}},
 )
-async def revoke_key(key_id: uuid.UUID, access: OrgAdmin, request: Request, info: Info) -> Response:
+async def revoke_key(
+    key_id: uuid.UUID, access: SessionOrgAdmin, request: Request, info: Info
+) -> Response:
     """Revoke a key: its next use gets 401."""
     await get_authkeep(request).services.api_keys.revoke(access, key_id, info)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

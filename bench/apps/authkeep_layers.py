@@ -1,0 +1,50 @@
+"""authkeep's full stack with ONE layer taken out, chosen by ``BENCH_WITHOUT``, so that
+bench/run.py can price each layer as the throughput ratio of the same request with and
+without it. Bench-only: it reaches into internals on purpose and is never shipped.
+
+- ``headers``: no security-headers middleware;
+- ``request_context``: no request id, access log or last-resort 500 handler;
+- ``revocation``: the per-request revocation look-up (one Redis ``MGET``) answers "not
+  revoked, user unchanged" without asking anyone;
+- anything else (or unset): the full stack.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from authkeep import Authkeep
+from authkeep.http.middleware.request_context import RequestContextMiddleware
+from authkeep.http.middleware.security_headers import SecurityHeadersMiddleware
+
+_MIDDLEWARE = {"headers": SecurityHeadersMiddleware, "request_context": RequestContextMiddleware}
+
+
+class _NeverRevoked:
+    async def check(self, session_id: str, user_id: str) -> tuple[bool, str | None]:
+        return False, "bench"
+
+
+def create() -> FastAPI:
+    without = os.environ.get("BENCH_WITHOUT", "")
+    authkeep = Authkeep()
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    authkeep.install(app)
+    if without in _MIDDLEWARE:
+        app.user_middleware = [m for m in app.user_middleware if m.cls is not _MIDDLEWARE[without]]
+    if without == "revocation":
+        inner = app.router.lifespan_context
+
+        @asynccontextmanager
+        async def lifespan(target: Any) -> AsyncIterator[Any]:
+            async with inner(target) as state:
+                authkeep.services.authenticator._revocations = _NeverRevoked()  # type: ignore[assignment]
+                yield state
+
+        app.router.lifespan_context = lifespan
+    return app

@@ -1,0 +1,167 @@
+"""Deployment proof: the production layout — ``authkeep serve --workers 4`` in production
+mode, on a fresh PostgreSQL database (the app connecting as a restricted role, migrations as
+the owner) and Redis — attacked over real HTTP with the whole corpus of ``tests/attacks``.
+
+Every attack must end in its expected 4xx and never a 500, whichever worker answers: the
+kernel deals connections to the four processes, so a check that held in one process only (a
+revocation, a login counter) would show here. Each attack comes from its own loopback
+address (``127.0.0.N``), a real peer of its own, so that one attack's failed logins do not
+throttle the next one's set-up, exactly as two attackers on two hosts would not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from attacks.corpus import ATTACKS, Target, attack_settings, check, make_target
+from authkeep import Settings
+from authkeep.security.keys import generate_key
+from conftest import GENEROUS_LIMITS, TEST_SECRET, _pg_admin, pg_async_url, unavailable
+from servers import Server, serving
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
+
+WORKERS = 4
+NAMES = sorted(ATTACKS)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    server: Server
+    settings: Settings
+    """What the attacker's signer needs: the deployment's key directory."""
+
+
+def env_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+@pytest.fixture(scope="module")
+def fresh_database() -> Iterator[tuple[str, str, str]]:
+    """A new PostgreSQL database and its two restricted roles, dropped afterwards."""
+    tag = uuid.uuid4().hex[:10]
+    name, app_role, purge_role = f"authkeep_deploy_{tag}", f"ak_app_{tag}", f"ak_purge_{tag}"
+    role = "LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"
+    try:
+        asyncio.run(
+            _pg_admin(
+                [
+                    f'CREATE DATABASE "{name}"',
+                    f"CREATE ROLE {app_role} {role}",
+                    f"CREATE ROLE {purge_role} {role}",
+                ]
+            )
+        )
+    except Exception as exc:
+        unavailable("PostgreSQL", f"{type(exc).__name__}: {exc}")
+    try:
+        yield name, app_role, purge_role
+    finally:
+        asyncio.run(
+            _pg_admin(
+                [
+                    f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+                    f"DROP ROLE IF EXISTS {app_role}",
+                    f"DROP ROLE IF EXISTS {purge_role}",
+                ]
+            )
+        )
+
+
+def worker_pids(server: Server) -> list[int]:
+    """The worker processes uvicorn spawned under ``server`` (multiprocessing children)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == server.proc.pid and b"spawn_main" in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.fixture(scope="module")
+def deployment(
+    fresh_database: tuple[str, str, str],
+    redis_available: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Deployment]:
+    name, app_role, purge_role = fresh_database
+    workdir = tmp_path_factory.mktemp("deploy")
+    keys = workdir / "keys"
+    keys.mkdir()
+    generate_key(keys, "EdDSA")
+    values = {**GENEROUS_LIMITS, **attack_settings()}
+    env = {f"AUTHKEEP_{key.upper()}": env_value(value) for key, value in values.items()}
+    env.update(
+        {
+            "AUTHKEEP_ENV": "production",
+            "AUTHKEEP_SECRET_KEY": TEST_SECRET,
+            "AUTHKEEP_JWT_KEYS_DIR": str(keys),
+            "AUTHKEEP_DATABASE_URL": pg_async_url(name, app_role),
+            "AUTHKEEP_MIGRATION_DATABASE_URL": pg_async_url(name),
+            "AUTHKEEP_DATABASE_APP_ROLE": app_role,
+            "AUTHKEEP_AUDIT_PURGE_ROLE": purge_role,
+            "AUTHKEEP_REDIS_URL": redis_available,
+            "AUTHKEEP_REDIS_PREFIX": f"authkeep-deploy:{uuid.uuid4().hex[:12]}:",
+            "AUTHKEEP_TRUSTED_HOSTS": '["localhost", "127.0.0.1"]',
+            "AUTHKEEP_HASH_WORKERS": "1",
+            "AUTHKEEP_LOG_LEVEL": "WARNING",
+        }
+    )
+    with serving(env, workdir, "deploy", workers=WORKERS) as server:
+        assert len(worker_pids(server)) == WORKERS, server.log_tail()
+        signing = Settings(env="test", secret_key=TEST_SECRET, jwt_keys_dir=keys)
+        yield Deployment(server, signing)
+
+
+@pytest.fixture
+async def attacker(deployment: Deployment, request: pytest.FixtureRequest) -> AsyncIterator[Target]:
+    """A target on the deployment, from a loopback address of this test's own."""
+    index = request.node.callspec.params.get("name")
+    host = 10 + (NAMES.index(index) if index in NAMES else len(NAMES))
+    transport = httpx.AsyncHTTPTransport(local_address=f"127.0.0.{host}")
+    async with httpx.AsyncClient(
+        transport=transport, base_url=deployment.server.url, timeout=30.0
+    ) as http:
+        email = f"attacker-{uuid.uuid4().hex[:10]}@example.com"
+        yield await make_target(http, deployment.settings, email)
+
+
+@pytest.mark.parametrize("name", NAMES)
+async def test_attack_is_refused_by_four_workers(
+    name: str, attacker: Target, deployment: Deployment
+) -> None:
+    responses = await ATTACKS[name](attacker)
+    check(responses, attacker.access_token, attacker.refresh_token, attacker.password)
+    log = deployment.server.log_tail(1_000_000)
+    assert "unhandled_error" not in log, log[-3000:]
+
+
+@pytest.mark.parametrize("name", ["genuine"])
+async def test_the_deployment_target_is_genuine(
+    name: str, attacker: Target, deployment: Deployment
+) -> None:
+    """The starting position is real — the untampered token gets in, through every worker —
+    so the refusals above are the deployment's doing. Also: the four workers are up."""
+    assert len(worker_pids(deployment.server)) == WORKERS
+    for _ in range(2 * WORKERS):
+        response = await attacker.http.get(
+            "/api/v1/auth/me", headers={"Authorization": f"Bearer {attacker.access_token}"}
+        )
+        assert response.status_code == 200
+        assert response.json()["email"] == attacker.email
