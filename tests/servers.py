@@ -66,6 +66,18 @@ class Server:
         _stop(self.proc)
 
 
+# For servers whose test is about something else than limits or hashing (faults, crashes):
+# the load would exhaust the limits, and cheap hashes keep the runs short.
+LOAD_TEST_ENV = {
+    "AUTHKEEP_ENV": "test",
+    "AUTHKEEP_RATE_LIMIT_ENABLED": "false",
+    "AUTHKEEP_HASH_WORKERS": "1",
+    "AUTHKEEP_ARGON2_MEMORY_KIB": "8192",
+    "AUTHKEEP_ARGON2_TIME_COST": "1",
+    "AUTHKEEP_LOG_LEVEL": "WARNING",
+}
+
+
 def server_env(values: Mapping[str, str]) -> dict[str, str]:
     """The environment of a server: this one without any AUTHKEEP_* variable, plus ``values``
     (so a developer's own settings never leak into a test)."""

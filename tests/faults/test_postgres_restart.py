@@ -27,7 +27,7 @@ import pytest
 from authkeep.http.errors import DATABASE_UNAVAILABLE
 from conftest import TEST_SECRET
 from faults.load import KINDS, Load, account, kinds_with, succeeded
-from servers import PostgresProcess, Server, server_env, serving
+from servers import LOAD_TEST_ENV, PostgresProcess, Server, server_env, serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -54,15 +54,9 @@ def private_postgres() -> Iterator[PostgresProcess]:
 
 def env_for(cluster: PostgresProcess) -> dict[str, str]:
     return {
-        "AUTHKEEP_ENV": "test",
+        **LOAD_TEST_ENV,
         "AUTHKEEP_SECRET_KEY": TEST_SECRET,
         "AUTHKEEP_DATABASE_URL": cluster.url("authkeep"),
-        # The outage is under test, not the limits: the load would exhaust them.
-        "AUTHKEEP_RATE_LIMIT_ENABLED": "false",
-        "AUTHKEEP_HASH_WORKERS": "1",
-        "AUTHKEEP_ARGON2_MEMORY_KIB": "8192",
-        "AUTHKEEP_ARGON2_TIME_COST": "1",
-        "AUTHKEEP_LOG_LEVEL": "WARNING",
     }
 
 

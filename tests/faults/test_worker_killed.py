@@ -27,7 +27,7 @@ import pytest
 from conftest import PG_ADMIN_URL, TEST_SECRET, pg_async_url
 from faults.load import KINDS, Load, account, succeeded
 from helpers import PASSWORD
-from servers import Server, fresh_pg_database, server_env, start_server, wait_healthy
+from servers import LOAD_TEST_ENV, Server, fresh_pg_database, server_env, start_server, wait_healthy
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
@@ -36,17 +36,11 @@ VICTIM_LOGINS = 6
 
 def base_env(database: str, redis_url: str) -> dict[str, str]:
     return {
-        "AUTHKEEP_ENV": "test",
+        **LOAD_TEST_ENV,
         "AUTHKEEP_SECRET_KEY": TEST_SECRET,
         "AUTHKEEP_DATABASE_URL": pg_async_url(database),
         "AUTHKEEP_REDIS_URL": redis_url,
         "AUTHKEEP_REDIS_PREFIX": f"authkeep-kill:{uuid.uuid4().hex[:12]}:",
-        # The crash is under test, not the limits: the load would exhaust them.
-        "AUTHKEEP_RATE_LIMIT_ENABLED": "false",
-        "AUTHKEEP_HASH_WORKERS": "1",
-        "AUTHKEEP_ARGON2_MEMORY_KIB": "8192",
-        "AUTHKEEP_ARGON2_TIME_COST": "1",
-        "AUTHKEEP_LOG_LEVEL": "WARNING",
     }
 
 

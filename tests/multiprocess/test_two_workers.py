@@ -13,9 +13,9 @@ import asyncpg
 import httpx
 import pytest
 
-from conftest import PG_ADMIN_URL, TEST_SECRET, _pg_admin, pg_async_url, unavailable
+from conftest import PG_ADMIN_URL, TEST_SECRET, pg_async_url
 from helpers import PASSWORD, bearer
-from servers import Server, start_server, wait_healthy
+from servers import Server, fresh_pg_database, start_server, wait_healthy
 from session_helpers import claims_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
@@ -24,15 +24,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 @pytest.fixture(scope="module")
 def fresh_database() -> Iterator[str]:
     """A PostgreSQL database of this test alone, empty (the servers migrate it)."""
-    name = f"authkeep_mp_{uuid.uuid4().hex[:12]}"
-    try:
-        asyncio.run(_pg_admin([f'CREATE DATABASE "{name}"']))
-    except Exception as exc:
-        unavailable("PostgreSQL", f"{type(exc).__name__}: {exc}")
-    try:
+    with fresh_pg_database("authkeep_mp") as name:
         yield name
-    finally:
-        asyncio.run(_pg_admin([f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)']))
 
 
 @pytest.fixture(scope="module")

@@ -199,3 +199,31 @@ async def test_a_lost_user_change_forces_a_new_generation(
 
     await until(vouched_again, "stamps handed out again after recovery")
     assert (await revocations.check("s", "alice"))[1] != before
+
+
+async def test_concurrent_checks_share_round_trips_and_get_their_own_answers(
+    store: tuple[RedisRevocations, Database],
+) -> None:
+    revocations, _database = store
+    await revocations.check("warm-up", "u")  # the first check resynchronises
+    await revocations.revoke([f"s{i}" for i in range(0, 60, 3)])
+    await revocations.users_changed(["u7"])
+    calls = 0
+    real_mget = revocations._redis.mget
+
+    async def counting_mget(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return await real_mget(*args, **kwargs)
+
+    revocations._redis.mget = counting_mget  # type: ignore[method-assign]
+    results = await asyncio.gather(*(revocations.check(f"s{i}", f"u{i}") for i in range(60)))
+
+    assert [revoked for revoked, _ in results] == [i % 3 == 0 for i in range(60)]
+    stamps = [stamp for _, stamp in results]
+    assert stamps[7] is not None
+    assert stamps[7].endswith(":1")
+    assert all(
+        stamp is not None and stamp.endswith(":0") for i, stamp in enumerate(stamps) if i != 7
+    )
+    assert calls < 60  # batched: far fewer round trips than checks
