@@ -299,3 +299,33 @@ async def test_time_never_goes_backwards_along_a_chain(db: Database) -> None:
     await asyncio.gather(*(audit.record_alone(AuditEvent("test.t")) for _ in range(10)))
     found = await rows(db)
     assert all(b.at >= a.at for a, b in itertools.pairwise(found))
+
+
+async def test_a_purged_chain_goes_on_from_its_anchor_on_both_backends(db: Database) -> None:
+    # On PostgreSQL the append runs in SQL (authkeep_audit_append), elsewhere in Python: both
+    # must find the anchor a purge left, and hash exactly as verify recomputes.
+    org = uuid.uuid4()
+    anchor = "ab" * 32
+    async with db.transaction() as conn:
+        await audit_rows.append(
+            conn,
+            audit_rows.NewEntry(
+                action=audit_rows.PURGE_ACTION, details={"anchors": {str(org): anchor}}
+            ),
+        )
+    async with db.transaction() as conn:
+        first = await audit_rows.append(
+            conn, audit_rows.NewEntry(action="org.created", org_id=org, details={"n": 1.5})
+        )
+    async with db.transaction() as conn:
+        second = await audit_rows.append(
+            conn, audit_rows.NewEntry(action="org.updated", org_id=org)
+        )
+
+    assert first.prev_hash == anchor
+    assert second.prev_hash == first.hash
+    assert second.at >= first.at
+    assert first.computed_hash() == first.hash
+    stored = {row.id: row for row in await rows(db)}
+    assert stored[first.id].hash == first.hash
+    assert stored[first.id].computed_hash() == first.hash

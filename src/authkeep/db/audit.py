@@ -1,8 +1,9 @@
 """Rows of ``audit_log``: appending to a hash chain, searching, walking, purging.
 
-**The chain.** Each row's ``hash`` is SHA-256 over a canonical JSON serialisation of its
-content (:func:`canonical`) including ``prev_hash``, the ``hash`` of the previous row of the
-same chain — one chain per organization (``org_id``) and one for platform events (``org_id``
+**The chain.** Each row's ``hash`` is SHA-256 over ``digest|at|prev_hash``: ``digest`` is the
+SHA-256 of a canonical JSON serialisation of the row's content (:func:`canonical`), ``at``
+its time (UTC, microseconds) and ``prev_hash`` the ``hash`` of the previous row of the same
+chain — one chain per organization (``org_id``) and one for platform events (``org_id``
 NULL). The first row of a chain points at a per-chain genesis value. Editing a row changes
 its hash (caught by recomputing); deleting or reordering rows breaks a ``prev_hash`` link.
 
@@ -10,6 +11,12 @@ its hash (caught by recomputing); deleting or reordering rows breaks a ``prev_ha
 advisory lock on the chain, taken before the head is read and held until commit; on SQLite by
 ``BEGIN IMMEDIATE`` (one writer at a time). ``UNIQUE (prev_hash)`` makes the database refuse
 a fork even if a writer skipped the lock.
+
+**One round trip.** The lock is held until the writer's transaction commits, so what runs
+under it must be short. On PostgreSQL the whole append — lock, head, time, link hash, insert
+— is one call of the ``authkeep_audit_append`` function (:func:`postgres_append_function`);
+only the content digest, which needs no lock, is computed here first. That is why the link
+hash covers the digest rather than the JSON itself: PostgreSQL can compute it exactly.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from authkeep.db.base import utcnow
 from authkeep.db.models import AuditEntry
 
 PLATFORM_CHAIN = "platform"
-HASH_VERSION = 1
+HASH_VERSION = 2
 PURGE_ACTION = "audit.purged"
 _LOCK_NAMESPACE = b"authkeep.audit_log:"
 
@@ -171,7 +178,6 @@ def normalize_details(details: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def canonical(
     *,
-    at: datetime,
     org_id: uuid.UUID | None,
     actor_user_id: uuid.UUID | None,
     actor_api_key_id: uuid.UUID | None,
@@ -182,12 +188,10 @@ def canonical(
     entity_id: str | None,
     outcome: str,
     details: Mapping[str, Any],
-    prev_hash: str,
 ) -> bytes:
-    """The bytes a row's hash covers: sorted-key, ASCII-only, whitespace-free JSON."""
+    """The bytes a row's content digest covers: sorted-key, ASCII-only, whitespace-free JSON."""
     body = {
         "v": HASH_VERSION,
-        "at": at.astimezone(UTC).isoformat(timespec="microseconds"),
         "org_id": _str(org_id),
         "actor_user_id": _str(actor_user_id),
         "actor_api_key_id": _str(actor_api_key_id),
@@ -198,16 +202,26 @@ def canonical(
         "entity_id": entity_id,
         "outcome": outcome,
         "details": details,
-        "prev_hash": prev_hash,
     }
     return json.dumps(
         body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
     ).encode("ascii")
 
 
-def entry_hash(**fields: Any) -> str:
-    """SHA-256 (hex) of :func:`canonical`."""
-    return hashlib.sha256(canonical(**fields)).hexdigest()
+def _time_text(at: datetime) -> str:
+    # Exactly what PostgreSQL's to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US')
+    # gives, so that both sides hash the same bytes.
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+def link_hash(digest: str, at: datetime, prev_hash: str) -> str:
+    """SHA-256 (hex) of ``digest|at|prev_hash``: what chains a row to its predecessor."""
+    return hashlib.sha256(f"{digest}|{_time_text(at)}|{prev_hash}".encode("ascii")).hexdigest()
+
+
+def entry_hash(*, at: datetime, prev_hash: str, **content: Any) -> str:
+    """The ``hash`` a row with these fields must have."""
+    return link_hash(hashlib.sha256(canonical(**content)).hexdigest(), at, prev_hash)
 
 
 def _lock_id(chain: str) -> int:
@@ -262,13 +276,8 @@ async def append(
 
     Call it last in a transaction: the chain stays locked from here until commit.
     """
-    await lock_chain(conn, entry.org_id)
-    prev = await chain_head(conn, entry.org_id)
-    # The time is read after the lock, so it never goes backwards along a chain.
-    when = at or utcnow()
     details = normalize_details(entry.details)
-    fields: dict[str, Any] = {
-        "at": when,
+    content: dict[str, Any] = {
         "org_id": entry.org_id,
         "actor_user_id": entry.actor_user_id,
         "actor_api_key_id": entry.actor_api_key_id,
@@ -279,15 +288,99 @@ async def append(
         "entity_id": entry.entity_id,
         "outcome": entry.outcome,
         "details": details,
-        "prev_hash": prev,
     }
-    digest = entry_hash(**fields)
+    digest = hashlib.sha256(canonical(**content)).hexdigest()
+    if conn.dialect.name == "postgresql":
+        row = (
+            await conn.execute(
+                text(
+                    "SELECT id, at, prev_hash, hash FROM authkeep_audit_append("
+                    "CAST(:lock AS bigint), CAST(:chain AS text), CAST(:genesis AS text), "
+                    "CAST(:digest AS text), CAST(:at AS timestamptz), CAST(:org_id AS uuid), "
+                    "CAST(:actor_user_id AS uuid), CAST(:actor_api_key_id AS uuid), "
+                    "CAST(:request_id AS text), CAST(:ip AS text), CAST(:action AS text), "
+                    "CAST(:entity_type AS text), CAST(:entity_id AS text), "
+                    "CAST(:outcome AS text), CAST(:details AS jsonb))"
+                ),
+                {
+                    "lock": _lock_id(chain_key(entry.org_id)),
+                    "chain": chain_key(entry.org_id),
+                    "genesis": genesis_hash(chain_key(entry.org_id)),
+                    "digest": digest,
+                    "at": at,
+                    **content,
+                    # Serialised here: SQLAlchemy's asyncpg codec for jsonb takes JSON text.
+                    "details": json.dumps(details, allow_nan=False),
+                },
+            )
+        ).one()
+        stored_at = row[1] if row[1].tzinfo else row[1].replace(tzinfo=UTC)
+        return EntryRecord(id=int(row[0]), at=stored_at, prev_hash=row[2], hash=row[3], **content)
+    prev = await chain_head(conn, entry.org_id)
+    # The time is read after the lock (SQLite: the write transaction), so it never goes
+    # backwards along a chain.
+    when = at or utcnow()
+    fields: dict[str, Any] = {"at": when, **content, "prev_hash": prev}
+    digest_hash = link_hash(digest, when, prev)
     row_id = (
         await conn.execute(
-            insert(AuditEntry).values(**fields, hash=digest).returning(AuditEntry.id)
+            insert(AuditEntry).values(**fields, hash=digest_hash).returning(AuditEntry.id)
         )
     ).scalar_one()
-    return EntryRecord(id=int(row_id), hash=digest, **fields)
+    return EntryRecord(id=int(row_id), hash=digest_hash, **fields)
+
+
+def postgres_append_function(schema: str) -> str:
+    """``authkeep_audit_append``: the whole locked part of an append, in one call.
+
+    Runs with the caller's rights (the app role may insert into ``audit_log``); its
+    ``search_path`` is pinned and the table schema-qualified, as for the guard trigger.
+    """
+    table = f"{audit_guard.quote_ident(schema)}.audit_log"
+    head = "SELECT a.hash, a.at INTO v_prev, v_head_at FROM " + table + " AS a WHERE "  # noqa: S608
+    return f"""
+CREATE OR REPLACE FUNCTION {audit_guard.quote_ident(schema)}.authkeep_audit_append(
+    p_lock bigint, p_chain text, p_genesis text, p_digest text, p_at timestamptz,
+    p_org_id uuid, p_actor_user_id uuid, p_actor_api_key_id uuid, p_request_id text,
+    p_ip text, p_action text, p_entity_type text, p_entity_id text, p_outcome text,
+    p_details jsonb)
+RETURNS TABLE (id bigint, at timestamptz, prev_hash text, hash text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $append$
+DECLARE
+    v_prev text;
+    v_head_at timestamptz;
+    v_at timestamptz;
+BEGIN
+    PERFORM pg_advisory_xact_lock(p_lock);
+    -- Read after the lock: a statement of a volatile function sees what committed before it.
+    IF p_org_id IS NULL THEN
+        {head}a.org_id IS NULL ORDER BY a.id DESC LIMIT 1;
+    ELSE
+        {head}a.org_id = p_org_id ORDER BY a.id DESC LIMIT 1;
+    END IF;
+    IF v_prev IS NULL THEN
+        -- A chain whose rows were all purged goes on from its last purged row.
+        SELECT a.details -> 'anchors' ->> p_chain INTO v_prev FROM {table} AS a
+        WHERE a.action = '{PURGE_ACTION}' AND coalesce(a.details -> 'anchors' ->> p_chain, '') <> ''
+        ORDER BY a.id DESC LIMIT 1;
+        v_prev := coalesce(v_prev, p_genesis);
+    END IF;
+    -- Never backwards along a chain, whatever the clocks of the app's hosts say.
+    v_at := coalesce(p_at, greatest(clock_timestamp(), v_head_at));
+    RETURN QUERY
+    INSERT INTO {table} AS a (at, org_id, actor_user_id, actor_api_key_id, request_id, ip,
+                              action, entity_type, entity_id, outcome, details, prev_hash,
+                              hash)
+    VALUES (v_at, p_org_id, p_actor_user_id, p_actor_api_key_id, p_request_id, p_ip,
+            p_action, p_entity_type, p_entity_id, p_outcome, p_details, v_prev,
+            encode(sha256(convert_to(p_digest || '|' || to_char(v_at AT TIME ZONE 'UTC',
+                   'YYYY-MM-DD"T"HH24:MI:SS.US') || '|' || v_prev, 'UTF8')), 'hex'))
+    RETURNING a.id, a.at, a.prev_hash::text, a.hash::text;
+END
+$append$
+"""  # noqa: S608  (schema is a quoted identifier read from the server, not input)
 
 
 @dataclass(frozen=True, slots=True)
