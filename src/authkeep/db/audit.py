@@ -17,6 +17,12 @@ under it must be short. On PostgreSQL the whole append — lock, head, time, lin
 — is one call of the ``authkeep_audit_append`` function (:func:`postgres_append_function`);
 only the content digest, which needs no lock, is computed here first. That is why the link
 hash covers the digest rather than the JSON itself: PostgreSQL can compute it exactly.
+
+**At commit.** Even one call leaves the lock held while the writer waits for its turn on a
+busy event loop before it can send COMMIT. :func:`append_at_commit` therefore only queues
+the row (``audit_pending``, in the same transaction); a deferred constraint trigger appends
+it to its chain during COMMIT, on the server, and the chain's lock lasts just that. The row
+still commits or rolls back with the change it describes.
 """
 
 from __future__ import annotations
@@ -328,6 +334,84 @@ async def append(
         )
     ).scalar_one()
     return EntryRecord(id=int(row_id), hash=digest_hash, **fields)
+
+
+async def append_at_commit(conn: AsyncConnection, entry: NewEntry) -> None:
+    """Append ``entry`` when ``conn``'s transaction commits (PostgreSQL: through
+    ``audit_pending`` and its deferred trigger; SQLite, whose write transactions are already
+    exclusive: at once, with :func:`append`). Its id and hash exist only after the commit."""
+    if conn.dialect.name != "postgresql":
+        await append(conn, entry)
+        return
+    details = normalize_details(entry.details)
+    content: dict[str, Any] = {
+        "org_id": entry.org_id,
+        "actor_user_id": entry.actor_user_id,
+        "actor_api_key_id": entry.actor_api_key_id,
+        "request_id": entry.request_id,
+        "ip": entry.ip,
+        "action": entry.action,
+        "entity_type": entry.entity_type,
+        "entity_id": entry.entity_id,
+        "outcome": entry.outcome,
+        "details": details,
+    }
+    # Straight to the driver, on the transaction's own connection: this runs on every
+    # audited request, and SQLAlchemy's execution machinery costs more than the insert.
+    raw = await conn.get_raw_connection()
+    await raw.driver_connection.execute(  # type: ignore[union-attr]
+        _PENDING_INSERT,
+        _lock_id(chain_key(entry.org_id)),
+        chain_key(entry.org_id),
+        genesis_hash(chain_key(entry.org_id)),
+        hashlib.sha256(canonical(**content)).hexdigest(),
+        entry.org_id,
+        entry.actor_user_id,
+        entry.actor_api_key_id,
+        entry.request_id,
+        entry.ip,
+        entry.action,
+        entry.entity_type,
+        entry.entity_id,
+        entry.outcome,
+        json.dumps(details, allow_nan=False),  # the connection's jsonb codec takes JSON text
+    )
+
+
+_PENDING_INSERT = (
+    "INSERT INTO audit_pending (lock, chain, genesis, digest, org_id, actor_user_id, "
+    "actor_api_key_id, request_id, ip, action, entity_type, entity_id, outcome, details) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+)
+
+
+def postgres_pending_trigger(schema: str) -> list[str]:
+    """The deferred trigger that appends each ``audit_pending`` row at COMMIT."""
+    q = audit_guard.quote_ident(schema)
+    return [
+        f"""
+CREATE OR REPLACE FUNCTION {q}.authkeep_audit_seal()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $seal$
+BEGIN
+    PERFORM {q}.authkeep_audit_append(
+        NEW.lock, NEW.chain, NEW.genesis, NEW.digest, NULL::timestamptz, NEW.org_id,
+        NEW.actor_user_id, NEW.actor_api_key_id, NEW.request_id, NEW.ip, NEW.action,
+        NEW.entity_type, NEW.entity_id, NEW.outcome, NEW.details);
+    DELETE FROM {q}.audit_pending WHERE id = NEW.id;
+    RETURN NULL;
+END
+$seal$
+""",  # noqa: S608  (schema is a quoted identifier read from the server, not input)
+        f"""
+CREATE CONSTRAINT TRIGGER authkeep_audit_seal
+AFTER INSERT ON {q}.audit_pending
+DEFERRABLE INITIALLY DEFERRED
+FOR EACH ROW EXECUTE FUNCTION {q}.authkeep_audit_seal()
+""",
+    ]
 
 
 def postgres_append_function(schema: str) -> str:

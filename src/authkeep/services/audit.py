@@ -173,21 +173,18 @@ class AuditLog:
 
     async def record(
         self, conn: AsyncConnection, event: AuditEvent, info: RequestInfo | None = None
-    ) -> audit_rows.EntryRecord | None:
+    ) -> None:
         """Write ``event`` in ``conn``'s transaction: it commits, or rolls back, with the
-        change it describes. Call it last in the transaction."""
-        if not self._enabled:
-            return None
-        return await audit_rows.append(conn, self.entry(event, info))
+        change it describes (on PostgreSQL it joins its hash chain during the commit)."""
+        if self._enabled:
+            await audit_rows.append_at_commit(conn, self.entry(event, info))
 
-    async def record_alone(
-        self, event: AuditEvent, info: RequestInfo | None = None
-    ) -> audit_rows.EntryRecord | None:
+    async def record_alone(self, event: AuditEvent, info: RequestInfo | None = None) -> None:
         """Write ``event`` in a transaction of its own (an event without a change)."""
         if not self._enabled:
-            return None
+            return
         async with self._db.transaction() as conn:
-            return await audit_rows.append(conn, self.entry(event, info))
+            await audit_rows.append_at_commit(conn, self.entry(event, info))
 
     async def record_quietly(self, event: AuditEvent, info: RequestInfo | None = None) -> None:
         """:meth:`record_alone`, but a failure is logged and counted instead of raised."""
