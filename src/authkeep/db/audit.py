@@ -275,15 +275,9 @@ async def _purge_anchor(conn: AsyncConnection, chain: str) -> str | None:
     return None
 
 
-async def append(
-    conn: AsyncConnection, entry: NewEntry, *, at: datetime | None = None
-) -> EntryRecord:
-    """Append ``entry`` to its chain inside ``conn``'s transaction (committed with it).
-
-    Call it last in a transaction: the chain stays locked from here until commit.
-    """
-    details = normalize_details(entry.details)
-    content: dict[str, Any] = {
+def _content(entry: NewEntry) -> dict[str, Any]:
+    # The fields the content digest covers (all but the chain's: at, prev_hash, hash).
+    return {
         "org_id": entry.org_id,
         "actor_user_id": entry.actor_user_id,
         "actor_api_key_id": entry.actor_api_key_id,
@@ -293,8 +287,19 @@ async def append(
         "entity_type": entry.entity_type,
         "entity_id": entry.entity_id,
         "outcome": entry.outcome,
-        "details": details,
+        "details": normalize_details(entry.details),
     }
+
+
+async def append(
+    conn: AsyncConnection, entry: NewEntry, *, at: datetime | None = None
+) -> EntryRecord:
+    """Append ``entry`` to its chain inside ``conn``'s transaction (committed with it).
+
+    Call it last in a transaction: the chain stays locked from here until commit.
+    """
+    content = _content(entry)
+    details = content["details"]
     digest = hashlib.sha256(canonical(**content)).hexdigest()
     if conn.dialect.name == "postgresql":
         row = (
@@ -343,19 +348,8 @@ async def append_at_commit(conn: AsyncConnection, entry: NewEntry) -> None:
     if conn.dialect.name != "postgresql":
         await append(conn, entry)
         return
-    details = normalize_details(entry.details)
-    content: dict[str, Any] = {
-        "org_id": entry.org_id,
-        "actor_user_id": entry.actor_user_id,
-        "actor_api_key_id": entry.actor_api_key_id,
-        "request_id": entry.request_id,
-        "ip": entry.ip,
-        "action": entry.action,
-        "entity_type": entry.entity_type,
-        "entity_id": entry.entity_id,
-        "outcome": entry.outcome,
-        "details": details,
-    }
+    content = _content(entry)
+    details = content["details"]
     # Straight to the driver, on the transaction's own connection: this runs on every
     # audited request, and SQLAlchemy's execution machinery costs more than the insert.
     raw = await conn.get_raw_connection()
