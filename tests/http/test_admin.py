@@ -177,6 +177,21 @@ async def test_search_shows_no_hashes(client: httpx.AsyncClient, root: dict[str,
     assert response.headers["cache-control"] == "no-store"
 
 
+async def assert_locked_out(client: httpx.AsyncClient, *pairs: dict[str, Any]) -> None:
+    """Alice's token pairs are dead, and her login fails exactly like an unknown email's."""
+    for tokens in pairs:
+        me = await client.get("/api/v1/auth/me", headers=bearer(tokens["access_token"]))
+        assert me.status_code == 401
+        refreshed = await client.post(
+            "/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
+        )
+        assert refreshed.status_code == 401
+    unknown = await client.post(LOGIN, json={"email": "nobody@example.com", "password": PASSWORD})
+    refused = await client.post(LOGIN, json={"email": "alice@example.com", "password": PASSWORD})
+    assert refused.status_code == 401
+    assert (refused.status_code, refused.json()) == (unknown.status_code, unknown.json())
+
+
 # --- deactivate, activate --------------------------------------------------------------------
 
 
@@ -196,17 +211,7 @@ async def test_deactivation_ends_every_token_at_once(
     assert response.json()["is_active"] is False
     assert set(response.json()) == PUBLIC_FIELDS
 
-    for tokens in (first, second):
-        me = await client.get("/api/v1/auth/me", headers=bearer(tokens["access_token"]))
-        assert me.status_code == 401
-        refreshed = await client.post(
-            "/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
-        )
-        assert refreshed.status_code == 401
-    unknown = await client.post(LOGIN, json={"email": "nobody@example.com", "password": PASSWORD})
-    refused = await client.post(LOGIN, json={"email": "alice@example.com", "password": PASSWORD})
-    assert (refused.status_code, refused.json()) == (unknown.status_code, unknown.json())
-    assert unknown.status_code == 401
+    await assert_locked_out(client, first, second)
 
     # Reactivated: a new login works, the old tokens stay dead.
     response = await client.patch(f"{USERS}/{alice['id']}", json={"is_active": True}, headers=root)
@@ -315,16 +320,7 @@ async def test_soft_delete(
     assert response.status_code == 204
     assert response.content == b""
 
-    me = await client.get("/api/v1/auth/me", headers=bearer(tokens["access_token"]))
-    assert me.status_code == 401
-    refreshed = await client.post(
-        "/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
-    )
-    assert refreshed.status_code == 401
-    unknown = await client.post(LOGIN, json={"email": "nobody@example.com", "password": PASSWORD})
-    refused = await client.post(LOGIN, json={"email": "alice@example.com", "password": PASSWORD})
-    assert refused.status_code == 401
-    assert (refused.status_code, refused.json()) == (unknown.status_code, unknown.json())
+    await assert_locked_out(client, tokens)
 
     # The row is still there, marked deleted, as the database owner sees it.
     engine = create_async_engine(backend.owner_url)

@@ -384,7 +384,7 @@ async def test_a_lowered_role_applies_on_the_next_request_with_the_old_token(
         members_url(org, editor.user_id), json={"role": "viewer"}, headers=admin.auth
     )
     assert lowered.status_code == 200
-    # The token still says "editor"; the database, read on every request, says "viewer".
+    # The token still says "editor"; the current role, not the token's, says "viewer".
     assert claims_of(old_token)["role"] == "editor"
     refused = await http.post("/things", headers=bearer(old_token))
     assert refused.status_code == 403

@@ -8,7 +8,8 @@ Two levels, both needed:
   change anything, editors only what they own, viewers nothing (403). A row of another
   organization is never found in the first place (404), so its id tells the caller nothing.
 
-Roles come from the database on every request (see :mod:`authkeep.services.authn`).
+Roles are the current ones, never the token's: read from the database, or from a per-worker
+cache that every role change invalidates at once (see :mod:`authkeep.services.authn`).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ consulted on every authenticated request:
 
 Redis is a cache that may fail or forget, and neither may let a revoked token through:
 
-* When Redis does not answer, :meth:`RedisRevocations.is_revoked` raises
+* When Redis does not answer, :meth:`RedisRevocations.check` raises
   :class:`~authkeep.errors.DependencyUnavailable` and the caller asks the database instead.
   After a failure Redis is left alone for a second (a black-holed Redis must not add a
   connect timeout to every request).
@@ -67,9 +67,6 @@ class RevocationStore(Protocol):
 
     async def revoke(self, session_ids: Iterable[str]) -> None:
         """Mark sessions revoked."""
-
-    async def is_revoked(self, session_id: str) -> bool:
-        """Whether the session was revoked."""
 
     async def check(self, session_id: str, user_id: str) -> tuple[bool, str | None]:
         """Whether the session was revoked, and the user's current stamp (None: unknown)."""
@@ -185,22 +182,6 @@ class RedisRevocations:
         self._retry_at = time.monotonic() + self._retry_seconds
         if self._retry_task is None or self._retry_task.done():
             self._retry_task = asyncio.get_running_loop().create_task(self._retry_until_synced())
-
-    async def is_revoked(self, session_id: str) -> bool:
-        """Whether the session was revoked; DependencyUnavailable when Redis is down (or
-        failed less than ``retry_seconds`` ago)."""
-        if self._degraded and time.monotonic() < self._retry_at:
-            raise DependencyUnavailable()
-        key = self._prefix + session_id
-        try:
-            synced, hit = await self._redis.mget(self._marker, key)
-            if synced is not None and not self._degraded:
-                return hit is not None
-            await self._recover()
-            return bool(await self._redis.exists(key))
-        except RedisError as exc:
-            self._mark_degraded()
-            raise DependencyUnavailable() from exc
 
     async def check(self, session_id: str, user_id: str) -> tuple[bool, str | None]:
         """Whether the session was revoked and the user's stamp, in one ``MGET``;
