@@ -46,29 +46,43 @@ def request_info(request: Request) -> RequestInfo:
     )
 
 
-async def current_principal(
-    request: Request, token: Annotated[str | None, Depends(bearer_scheme)]
-) -> Principal:
-    """The verified caller's user session, or 401. API keys get 403: routes that take this
-    dependency act on a user's own account or session (``/auth/*``, organizations, admin),
-    which a service credential must not reach (use ``current_caller`` to accept keys)."""
-    services = get_authkeep(request).services
-    state = request.scope.setdefault("state", {})
-    api_key = request.headers.get("x-api-key")
-    if api_key is not None or (token and looks_like_key(token)):
-        if api_key is not None and token:
-            raise InvalidToken("Send either a bearer token or an API key, not both")
-        # The key is checked before it is refused: a forged or revoked key is no credential
-        # (401, like a bad token), and only a real key earns the 403 — whose audit row then
-        # names it. Otherwise anyone could write "authz.denied" rows by sending junk keys.
-        key = api_key if api_key is not None else token
-        state["principal"] = await services.api_keys.authenticate(key or "", request_info(request))
-        raise PermissionDenied("This route needs a user session; API keys are not accepted")
-    if not token:
-        raise InvalidToken("Not authenticated")
-    principal = await services.authenticator.authenticate(token)
-    state["principal"] = principal
-    return principal
+class _SessionPrincipal(OAuth2PasswordBearer):
+    """``current_principal``: the bearer scheme (for OpenAPI) and the authentication in one
+    dependency. FastAPI resolves each dependency level on every request; folding the
+    scheme into the check saves two of them on the most frequent path there is."""
+
+    async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
+        """The verified caller's user session, or 401. API keys get 403: routes that take
+        this dependency act on a user's own account or session (``/auth/*``, organizations,
+        admin), which a service credential must not reach (use ``current_caller`` to accept
+        keys)."""
+        token = await super().__call__(request)
+        services = get_authkeep(request).services
+        state = request.scope.setdefault("state", {})
+        api_key = request.headers.get("x-api-key")
+        if api_key is not None or (token and looks_like_key(token)):
+            if api_key is not None and token:
+                raise InvalidToken("Send either a bearer token or an API key, not both")
+            # The key is checked before it is refused: a forged or revoked key is no
+            # credential (401, like a bad token), and only a real key earns the 403 — whose
+            # audit row then names it. Otherwise anyone could write "authz.denied" rows by
+            # sending junk keys.
+            key = api_key if api_key is not None else token
+            state["principal"] = await services.api_keys.authenticate(
+                key or "", request_info(request)
+            )
+            raise PermissionDenied("This route needs a user session; API keys are not accepted")
+        if not token:
+            raise InvalidToken("Not authenticated")
+        principal = await services.authenticator.authenticate(token)
+        state["principal"] = principal
+        return principal
+
+
+# The same scheme name as ``bearer_scheme``: one security scheme in the OpenAPI document.
+current_principal = _SessionPrincipal(
+    tokenUrl=TOKEN_URL, scheme_name="OAuth2PasswordBearer", auto_error=False
+)
 
 
 async def current_user(principal: Annotated[Principal, Depends(current_principal)]) -> UserRecord:

@@ -14,20 +14,28 @@ Checks, in order, each stopping an attack:
 * signature, ``exp``, ``iat`` (not in the future), ``nbf``, exact ``iss`` and ``aud`` — with a
   small leeway for clock skew;
 * ``token_type`` must be the one expected — a refresh token is not an access token.
+
+An access token that passed all of these is remembered (see :class:`_VerifiedTokens`): the
+same string presented again costs a dictionary look-up and an expiry check, not a second
+verification. Revocation and the user's state are not part of that: callers check them on
+every request.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import jwt
+from jwt.algorithms import HMACAlgorithm
 
 from authkeep.errors import InvalidToken
 from authkeep.security.keys import KeyRing
@@ -39,16 +47,83 @@ _JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _ALLOWED_HEADER_KEYS = frozenset({"alg", "typ", "kid"})
 
 
-def _unverified_header(token: str) -> Any:
+@functools.lru_cache(maxsize=64)
+def _unverified_header(segment: str) -> Any:
     # Only to pick the key: PyJWT verifies the whole token, header included, right after.
     # ``jwt.get_unverified_header`` would decode and validate all three segments just for
-    # this, doubling the hot path's token parsing; the shape was already checked.
-    segment = token[: token.index(".")]
+    # this, doubling the hot path's token parsing; the shape was already checked. Kept per
+    # segment: every token a key signs has the same header. Callers must not change it.
     try:
         return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
     except (ValueError, binascii.Error):
         raise InvalidToken() from None
 
+
+class _KeyCheckedOnceHMAC(HMACAlgorithm):
+    """HS256 that checks each secret once. PyJWT asks on every sign and verify whether the
+    secret is really a PEM, SSH or DER key (refusing algorithm confusion) — a third of its
+    decode time. The answer for a given secret never changes, and a codec only ever passes
+    the secrets of its own key ring, so the prepared key is kept."""
+
+    def __init__(self) -> None:
+        super().__init__(HMACAlgorithm.SHA256)
+        self._prepared: dict[str | bytes, bytes] = {}
+
+    def prepare_key(self, key: str | bytes) -> bytes:
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            prepared = super().prepare_key(key)  # raises for an asymmetric key: not kept
+            self._prepared[key] = prepared
+        return prepared
+
+
+def _pyjwt() -> jwt.PyJWT:
+    """A PyJWT of our own, so that its HS256 is the key-checked-once one without changing
+    the process-wide ``jwt.encode``/``jwt.decode`` an embedding app may use."""
+    instance = jwt.PyJWT()
+    # PyJWT exposes no constructor argument for its signer; the registry is public API.
+    signer = instance._jws
+    signer.unregister_algorithm("HS256")
+    signer.register_algorithm("HS256", _KeyCheckedOnceHMAC())
+    return instance
+
+
+class _VerifiedTokens:
+    """Access tokens that passed full verification, by their exact string.
+
+    A client presents the same access token on every request for its whole life (15
+    minutes by default), and verifying it again gives the same answer every time except for
+    expiry: the signature, header, issuer, audience and ``iat``/``nbf`` checks are facts
+    about an unchanging string and an unchanging key ring. So the claims are kept and only
+    ``exp`` is checked again (Envoy's JWT filter does the same with its ``jwt_cache_config``).
+    The key is the whole token: any changed byte, signature included, is a different string
+    and goes through full verification. Bounded: when full, it starts over.
+    """
+
+    def __init__(self, max_entries: int, leeway: int) -> None:
+        self._max_entries = max_entries
+        self._leeway = leeway
+        self._claims: dict[str, AccessClaims] = {}
+
+    def get(self, token: str) -> AccessClaims | None:
+        """The claims of ``token`` if it was verified and has not expired since."""
+        claims = self._claims.get(token)
+        if claims is None:
+            return None
+        # PyJWT's own rule: expired once exp <= now - leeway.
+        if claims.expires_at + self._leeway <= time.time():
+            del self._claims[token]
+            return None
+        return claims
+
+    def put(self, token: str, claims: AccessClaims) -> None:
+        """Remember a token that has just passed full verification."""
+        if len(self._claims) >= self._max_entries:
+            self._claims.clear()
+        self._claims[token] = claims
+
+
+VERIFIED_TOKENS_KEPT = 10_000
 
 _REQUIRED = ["exp", "iat", "sub", "jti", "sid", "iss", "aud", "token_type"]
 
@@ -111,10 +186,12 @@ class TokenCodec:
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
         self.leeway = leeway_seconds
+        self._jwt = _pyjwt()
+        self._verified = _VerifiedTokens(VERIFIED_TOKENS_KEPT, leeway_seconds)
 
     def _encode(self, claims: dict[str, Any]) -> str:
         key = self.keys.current
-        return jwt.encode(
+        return self._jwt.encode(
             claims, key.signing_material, algorithm=key.algorithm, headers={"kid": key.kid}
         )
 
@@ -193,7 +270,7 @@ class TokenCodec:
         """Verify ``token`` completely and return its claims, or raise InvalidToken."""
         if len(token) > MAX_TOKEN_BYTES or not _JWT_SHAPE.fullmatch(token):
             raise InvalidToken()
-        header = _unverified_header(token)
+        header = _unverified_header(token[: token.index(".")])
         if not isinstance(header, dict) or not header.keys() <= _ALLOWED_HEADER_KEYS:
             raise InvalidToken()
         if header.get("typ", "JWT") != "JWT":
@@ -203,7 +280,7 @@ class TokenCodec:
         if key is None or header.get("alg") != key.algorithm:
             raise InvalidToken()
         try:
-            claims: dict[str, Any] = jwt.decode(
+            claims: dict[str, Any] = self._jwt.decode(
                 token,
                 key.verifying_material,
                 algorithms=[key.algorithm],
@@ -222,7 +299,15 @@ class TokenCodec:
         return claims
 
     def decode_access(self, token: str) -> AccessClaims:
-        """Verify an access token."""
+        """Verify an access token (once per token string: see :class:`_VerifiedTokens`)."""
+        known = self._verified.get(token)
+        if known is not None:
+            return known
+        verified = self._verify_access(token)
+        self._verified.put(token, verified)
+        return verified
+
+    def _verify_access(self, token: str) -> AccessClaims:
         claims = self.decode(token, "access")
         email = claims.get("email")
         org_id = claims.get("org_id")

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 import uuid
@@ -29,6 +30,8 @@ from authkeep.http.routes import route_template
 from authkeep.logging import bind_request, unbind_request
 
 log = structlog.get_logger("authkeep.http")
+# Asked before building the access-log line: below INFO it costs one cached level check.
+_access = logging.getLogger("authkeep.http")
 _VALID_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 
 
@@ -54,7 +57,7 @@ class RequestContextMiddleware:
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         state["client_ip"] = self.ip_resolver.from_scope(scope)
-        bind_request(request_id)
+        log_context = bind_request(request_id)
         started = time.perf_counter()
         status = 500
         response_started = False
@@ -90,11 +93,12 @@ class RequestContextMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             metrics.observe_request(scope["method"], route_template(scope), status, elapsed)
-            log.info(
-                "request",
-                method=scope["method"],
-                path=scope["path"],
-                status=status,
-                duration_ms=round(elapsed * 1000, 2),
-            )
-            unbind_request()
+            if _access.isEnabledFor(logging.INFO):
+                log.info(
+                    "request",
+                    method=scope["method"],
+                    path=scope["path"],
+                    status=status,
+                    duration_ms=round(elapsed * 1000, 2),
+                )
+            unbind_request(log_context)

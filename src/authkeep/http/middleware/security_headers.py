@@ -9,7 +9,6 @@ user data, and a shared cache must never keep one.
 
 from __future__ import annotations
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Nothing of an API response is ever rendered as a page: forbid everything.
@@ -35,6 +34,8 @@ class SecurityHeadersMiddleware:
     def __init__(self, app: ASGIApp, headers: tuple[tuple[str, str], ...] = DEFAULT_HEADERS):
         self.app = app
         self.headers = headers
+        # Encoded once: this runs on every response.
+        self._raw = tuple((name.lower().encode(), value.encode()) for name, value in headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -43,9 +44,10 @@ class SecurityHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in self.headers:
-                    headers.setdefault(name, value)
+                headers = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in headers}
+                headers.extend(item for item in self._raw if item[0] not in present)
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
