@@ -1,6 +1,6 @@
 """authkeep's headline benchmarks, written to bench/RESULTS.md.
 
-    make bench            (or: .venv/bin/python bench/run.py [--seconds 10])
+    make bench            (or: .venv/bin/python bench/run.py [--seconds 5] [--rounds 3])
 
 Everything runs in one go on this machine, on loopback, each server a separate process with
 one uvicorn worker, load from wrk (2 threads) in another process, bounded in time:
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import platform
@@ -30,6 +31,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,69 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 wrk.body = "username=%s&password=%s"
 """
+
+
+FULL = "authkeep, full stack (PostgreSQL + Redis, rate limiter off)"
+FLOOR = "FastAPI route that only verifies the JWT"
+BARE = "bare FastAPI route, no security"
+FU = "fastapi-users /users/me (JWT strategy, PostgreSQL)"
+# (BENCH_WITHOUT value, layer name): see apps/authkeep_layers.py.
+LAYERS = (
+    ("headers", "security headers"),
+    ("request_context", "request id + access log"),
+    ("revocation", "revocation check"),
+    ("token_memory", "verified-token memory"),
+)
+RATE_LIMIT_ON = {
+    "AUTHKEEP_RATE_LIMIT_ENABLED": "true",
+    "AUTHKEEP_RATE_LIMIT_PER_MINUTE": "100000000",
+}
+
+
+@dataclass
+class Target:
+    """One server of the read comparison."""
+
+    name: str
+    app: str
+    env: dict[str, str]
+    factory: bool = False
+    python: Path | None = None
+
+    @contextlib.contextmanager
+    def serve(self) -> Iterator[str]:
+        port = free_port()
+        cmd = uvicorn_command(self.app, port, factory=self.factory)
+        if self.python is not None:
+            cmd = [str(self.python), *cmd[1:]]
+        with server(cmd, port=port, env=self.env, cwd=BENCH) as base:
+            yield base
+
+
+def alternate(
+    bases: dict[str, str], headers: dict[str, dict[str, str]], *, rounds: int, seconds: int
+) -> dict[str, WrkResult]:
+    """wrk on each server's ``/me`` in turn, ``rounds`` times; per server, the run with the
+    median throughput. On a shared machine the speed of the CPU drifts by ±10 % from one
+    minute to the next: alternating the servers spreads that drift over all of them."""
+    paths = {name: "/users/me" if name == FU else "/api/v1/auth/me" for name in bases}
+    for name, base in bases.items():  # warm-up
+        wrk(base + paths[name], seconds=2, headers=headers[name])
+    runs: dict[str, list[WrkResult]] = {name: [] for name in bases}
+    for _ in range(rounds):
+        for name, base in bases.items():
+            runs[name].append(wrk(base + paths[name], seconds=seconds, headers=headers[name]))
+    return {
+        name: sorted(results, key=lambda r: r.requests_per_second)[len(results) // 2]
+        for name, results in runs.items()
+    }
+
+
+def fastapi_users_token(base: str, email: str) -> str:
+    httpx.post(base + "/auth/register", json={"email": email, "password": PASSWORD})
+    login = httpx.post(base + "/auth/jwt/login", data={"username": email, "password": PASSWORD})
+    login.raise_for_status()
+    return str(login.json()["access_token"])
 
 
 @dataclass
@@ -161,7 +226,8 @@ def storm_and_probe(
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=5, help="per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating read rounds")
     parser.add_argument("--output", default=str(BENCH / "RESULTS.md"))
     args = parser.parse_args()
     secs = args.seconds
@@ -178,61 +244,56 @@ def main() -> None:
         migrate(env)
         email = "bench@example.com"
 
-        # 1. authenticated read: authkeep full stack.
-        port = free_port()
-        cmd = uvicorn_command("authkeep.http.app:create_app", port, factory=True)
-        with server(cmd, port=port, env=env) as base:
-            token = authkeep_token(base, email)
-            auth = {"Authorization": f"Bearer {token}"}
-            wrk(base + "/api/v1/auth/me", seconds=2, headers=auth)  # warm-up
-            full = wrk(base + "/api/v1/auth/me", seconds=secs, headers=auth)
-            rows.append(Row("authkeep, full stack (PostgreSQL + Redis, rate limiter off)", full))
-
-        # (b) the JWT-only floor and (a) bare FastAPI, same token.
-        for name, app in (
-            ("FastAPI route that only verifies the JWT", "apps.jwt_only:app"),
-            ("bare FastAPI route, no security", "apps.bare:app"),
-        ):
-            port = free_port()
-            with server(
-                uvicorn_command(app, port),
-                port=port,
-                env={"AUTHKEEP_SECRET_KEY": TEST_SECRET},
-                cwd=BENCH,
-            ) as base:
-                wrk(base + "/api/v1/auth/me", seconds=2, headers=auth)
-                rows.append(Row(name, wrk(base + "/api/v1/auth/me", seconds=secs, headers=auth)))
-
-        # (c) fastapi-users on the same PostgreSQL server.
+        # 1 + 4. authenticated read: every server up at once, measured in alternating rounds.
         fu_python = FU_VENV / "bin" / "python"
+        fu_env = {"FU_DATABASE_URL": pg_url(fu_database), "AUTHKEEP_SECRET_KEY": TEST_SECRET}
+        secret_only = {"AUTHKEEP_SECRET_KEY": TEST_SECRET}
+        layered = "apps.authkeep_layers:create"
+        targets = [
+            Target(FULL, "authkeep.http.app:create_app", env, factory=True),
+            Target(FLOOR, "apps.jwt_only:app", secret_only),
+            Target(BARE, "apps.bare:app", secret_only),
+            Target("layers: everything", layered, env, factory=True),
+            *(
+                Target(f"layers: without {name}", layered, {**env, "BENCH_WITHOUT": key}, True)
+                for key, name in LAYERS
+            ),
+            Target(
+                "layers: rate limit on (Redis storage)",
+                "authkeep.http.app:create_app",
+                {**env, **RATE_LIMIT_ON},
+                factory=True,
+            ),
+        ]
         if fu_python.exists():
-            port = free_port()
-            fu_env = {
-                "FU_DATABASE_URL": pg_url(fu_database),
-                "AUTHKEEP_SECRET_KEY": TEST_SECRET,
-            }
-            fu_cmd = [str(fu_python), *uvicorn_command("apps.fastapi_users_app:app", port)[1:]]
-            with server(fu_cmd, port=port, env=fu_env, cwd=BENCH) as base:
-                httpx.post(base + "/auth/register", json={"email": email, "password": PASSWORD})
-                login = httpx.post(
-                    base + "/auth/jwt/login", data={"username": email, "password": PASSWORD}
-                )
-                login.raise_for_status()
-                fu_auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
-                wrk(base + "/users/me", seconds=2, headers=fu_auth)
-                rows.append(
-                    Row(
-                        "fastapi-users /users/me (JWT strategy, PostgreSQL)",
-                        wrk(base + "/users/me", seconds=secs, headers=fu_auth),
-                    )
-                )
+            targets.append(Target(FU, "apps.fastapi_users_app:app", fu_env, python=fu_python))
+        else:
+            facts["fu_missing"] = True
+        with contextlib.ExitStack() as stack:
+            bases = {t.name: stack.enter_context(t.serve()) for t in targets}
+            token = authkeep_token(bases[FULL], email)
+            headers = {name: {"Authorization": f"Bearer {token}"} for name in bases}
+            if FU in bases:
+                headers[FU] = {"Authorization": f"Bearer {fastapi_users_token(bases[FU], email)}"}
+            reads = alternate(bases, headers, rounds=args.rounds, seconds=secs)
+            if FU in bases:
                 storm, health = storm_and_probe(
-                    base, base + "/auth/jwt/login", FU_LOGIN_LUA % (email, PASSWORD), secs
+                    bases[FU],
+                    bases[FU] + "/auth/jwt/login",
+                    FU_LOGIN_LUA % (email, PASSWORD),
+                    2 * secs,
                 )
                 facts["fu_login_rps"] = storm.requests_per_second
                 facts["fu_health_p99"] = health.p99_ms
-        else:
-            facts["fu_missing"] = True
+        rows = [Row(name, reads[name]) for name in (FULL, FLOOR, BARE, FU) if name in reads]
+        everything = reads["layers: everything"].requests_per_second
+        for _key, name in LAYERS:
+            without = reads[f"layers: without {name}"].requests_per_second
+            layer_rows.append((name, without, everything))
+        rate_limited = reads["layers: rate limit on (Redis storage)"].requests_per_second
+        layer_rows.append(
+            ("rate limit (Redis storage)", reads[FULL].requests_per_second, rate_limited)
+        )
 
         # 2 + 3. login throughput and /health during the storm.
         facts["hash_ms"] = hash_seconds() * 1000
@@ -243,52 +304,18 @@ def main() -> None:
             uvicorn_command("authkeep.http.app:create_app", port, factory=True), port=port, env=env
         ) as base:
             storm, health = storm_and_probe(
-                base, base + "/api/v1/auth/login", LOGIN_LUA % (email, PASSWORD), secs
+                base, base + "/api/v1/auth/login", LOGIN_LUA % (email, PASSWORD), 2 * secs
             )
             facts["login_rps"] = storm.requests_per_second
             facts["login_errors"] = storm.errors
             facts["health_p99"] = health.p99_ms
             facts["health_p50"] = health.p50_ms
 
-        # 4. the cost of each layer.
-        variants = [
-            ("everything", {}),
-            ("without security headers", {"BENCH_WITHOUT": "headers"}),
-            ("without request id + access log", {"BENCH_WITHOUT": "request_context"}),
-            ("without revocation check", {"BENCH_WITHOUT": "revocation"}),
-        ]
-        measured: dict[str, float] = {}
-        for label, extra in variants:
-            port = free_port()
-            cmd = uvicorn_command("apps.authkeep_layers:create", port, factory=True)
-            with server(cmd, port=port, env={**env, **extra}, cwd=BENCH) as base:
-                wrk(base + "/api/v1/auth/me", seconds=2, headers=auth)
-                measured[label] = wrk(
-                    base + "/api/v1/auth/me", seconds=secs, headers=auth
-                ).requests_per_second
-        for label, rps in measured.items():
-            if label != "everything":
-                layer_rows.append((label.replace("without ", ""), rps, measured["everything"]))
-        for label, env_extra in (
-            (
-                "rate limit (Redis storage)",
-                {
-                    "AUTHKEEP_RATE_LIMIT_ENABLED": "true",
-                    "AUTHKEEP_RATE_LIMIT_PER_MINUTE": "100000000",
-                },
-            ),
-        ):
-            port = free_port()
-            cmd = uvicorn_command("authkeep.http.app:create_app", port, factory=True)
-            with server(cmd, port=port, env={**env, **env_extra}) as base:
-                wrk(base + "/api/v1/auth/me", seconds=2, headers=auth)
-                with_layer = wrk(base + "/api/v1/auth/me", seconds=secs, headers=auth)
-            layer_rows.append((label, full.requests_per_second, with_layer.requests_per_second))
     finally:
         pg(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         pg(f'DROP DATABASE IF EXISTS "{fu_database}" WITH (FORCE)')
 
-    write(Path(args.output), rows, layer_rows, facts, secs)
+    write(Path(args.output), rows, layer_rows, facts, secs, args.rounds)
     with Path(args.output).open("a") as out:
         for script, title in (
             ("audit.py", "Audit log cost (login and an audited write, PostgreSQL)"),
@@ -296,7 +323,7 @@ def main() -> None:
         ):
             # Each prints its own table; kept verbatim, measured in this same run.
             result = subprocess.run(
-                [sys.executable, str(BENCH / script), "--seconds", str(max(3, secs // 2))],
+                [sys.executable, str(BENCH / script), "--seconds", str(max(3, secs))],
                 capture_output=True,
                 text=True,
                 check=True,
@@ -326,18 +353,22 @@ def write(
     layers: list[tuple[str, float, float]],
     facts: dict[str, Any],
     seconds: int,
+    rounds: int,
 ) -> None:
     by_name = {row.name: row.result for row in rows}
     full = rows[0].result
-    floor = by_name.get("FastAPI route that only verifies the JWT")
+    floor = by_name.get(FLOOR)
     fu = next((r.result for r in rows if r.name.startswith("fastapi-users")), None)
     lines = [
         "# Benchmark results",
         "",
         f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- machine: {machine()}",
-        f"- method: one uvicorn worker per server, wrk 2 threads, 64 connections, {seconds} s "
-        "per run after a 2 s warm-up, loopback; PostgreSQL 15 and Redis 7 local. "
+        "- method: one uvicorn worker per server, wrk 2 threads, 64 connections, loopback; "
+        "PostgreSQL 15 and Redis 7 local. Reads: every server of the read tables up at once, "
+        f"{rounds} rounds of {seconds} s per server, servers alternating within each round, "
+        "the median run reported (the CPU's speed drifts here from one minute to the next). "
+        f"Login storms: {2 * seconds} s. "
         "Command: `make bench`.",
         "",
         "## Authenticated read (`GET /api/v1/auth/me`)",

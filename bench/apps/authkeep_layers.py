@@ -6,6 +6,8 @@ without it. Bench-only: it reaches into internals on purpose and is never shippe
 - ``request_context``: no request id, access log or last-resort 500 handler;
 - ``revocation``: the per-request revocation look-up (one Redis ``MGET``) answers "not
   revoked, user unchanged" without asking anyone;
+- ``token_memory``: the codec forgets every verified access token, so each request
+  verifies its token in full (PyJWT), as the JWT-only floor does;
 - anything else (or unset): the full stack.
 """
 
@@ -25,6 +27,14 @@ from authkeep.http.middleware.security_headers import SecurityHeadersMiddleware
 _MIDDLEWARE = {"headers": SecurityHeadersMiddleware, "request_context": RequestContextMiddleware}
 
 
+class _NoMemory:
+    def get(self, token: str) -> None:
+        return None
+
+    def put(self, token: str, claims: object) -> None:
+        pass
+
+
 class _NeverRevoked:
     async def check(self, session_id: str, user_id: str) -> tuple[bool, str | None]:
         return False, "bench"
@@ -37,13 +47,17 @@ def create() -> FastAPI:
     authkeep.install(app)
     if without in _MIDDLEWARE:
         app.user_middleware = [m for m in app.user_middleware if m.cls is not _MIDDLEWARE[without]]
-    if without == "revocation":
+    if without in ("revocation", "token_memory"):
         inner = app.router.lifespan_context
 
         @asynccontextmanager
         async def lifespan(target: Any) -> AsyncIterator[Any]:
             async with inner(target) as state:
-                authkeep.services.authenticator._revocations = _NeverRevoked()  # type: ignore[assignment]
+                services = authkeep.services
+                if without == "revocation":
+                    services.authenticator._revocations = _NeverRevoked()  # type: ignore[assignment]
+                else:
+                    services.codec._verified = _NoMemory()  # type: ignore[assignment]
                 yield state
 
         app.router.lifespan_context = lifespan

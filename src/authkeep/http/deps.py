@@ -90,6 +90,12 @@ async def current_user(principal: Annotated[Principal, Depends(current_principal
     return principal.user
 
 
+async def _request_info(request: Request) -> RequestInfo:
+    # An async wrapper: FastAPI runs a plain ``def`` dependency in its thread pool, a thread
+    # hop per request for what is a few dictionary look-ups.
+    return request_info(request)
+
+
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 CurrentUser = Annotated[UserRecord, Depends(current_user)]
-Info = Annotated[RequestInfo, Depends(request_info)]
+Info = Annotated[RequestInfo, Depends(_request_info)]
