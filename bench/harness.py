@@ -16,14 +16,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SECRET = "bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+
+Key = TypeVar("Key", bound=Hashable)
 
 
 def free_port() -> int:
@@ -191,3 +194,36 @@ def wrk(
 def header() -> str:
     """Column titles matching :meth:`WrkResult.row`."""
     return f"{'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7}"
+
+
+def median_run(results: Sequence[WrkResult]) -> WrkResult:
+    """The run with the median requests/s (of an even count, the faster of the middle two).
+
+    A whole run rather than per-column medians, so that its latencies and errors belong to
+    the throughput reported next to them.
+    """
+    if not results:
+        raise ValueError("median_run needs at least one run")
+    return sorted(results, key=lambda r: r.requests_per_second)[len(results) // 2]
+
+
+def alternate_rounds(
+    measurements: Mapping[Key, Callable[[], WrkResult]], rounds: int
+) -> dict[Key, list[WrkResult]]:
+    """Call every measurement once per round, in the mapping's order, ``rounds`` times.
+
+    The CPU's speed drifts by 10-20 % from one minute to the next on a shared machine:
+    measuring variants in turn, round after round, spreads that drift over all of them
+    instead of handing it to whichever ran last. Returns every run, per key, in order.
+    """
+    runs: dict[Key, list[WrkResult]] = {key: [] for key in measurements}
+    for _ in range(rounds):
+        for key, measure in measurements.items():
+            runs[key].append(measure())
+    return runs
+
+
+def rounds_note(rounds: int) -> str:
+    """How the reported runs were chosen, for a table's header line."""
+    plural = "" if rounds == 1 else "s"
+    return f"{rounds} alternating round{plural}, median run"

@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import os
 import platform
 import statistics
@@ -43,7 +44,9 @@ from harness import (
     ROOT,
     TEST_SECRET,
     WrkResult,
+    alternate_rounds,
     free_port,
+    median_run,
     server,
     uvicorn_command,
     wrk,
@@ -113,14 +116,14 @@ def alternate(
     paths = {name: "/users/me" if name == FU else "/api/v1/auth/me" for name in bases}
     for name, base in bases.items():  # warm-up
         wrk(base + paths[name], seconds=2, headers=headers[name])
-    runs: dict[str, list[WrkResult]] = {name: [] for name in bases}
-    for _ in range(rounds):
-        for name, base in bases.items():
-            runs[name].append(wrk(base + paths[name], seconds=seconds, headers=headers[name]))
-    return {
-        name: sorted(results, key=lambda r: r.requests_per_second)[len(results) // 2]
-        for name, results in runs.items()
-    }
+    runs = alternate_rounds(
+        {
+            name: functools.partial(wrk, base + paths[name], seconds=seconds, headers=headers[name])
+            for name, base in bases.items()
+        },
+        rounds,
+    )
+    return {name: median_run(results) for name, results in runs.items()}
 
 
 def fastapi_users_token(base: str, email: str) -> str:
@@ -323,7 +326,11 @@ def main() -> None:
         ):
             # Each prints its own table; kept verbatim, measured in this same run.
             result = subprocess.run(
-                [sys.executable, str(BENCH / script), "--seconds", str(max(3, secs))],
+                [
+                    sys.executable,
+                    str(BENCH / script),
+                    *("--seconds", str(max(3, secs)), "--rounds", str(args.rounds)),
+                ],
                 capture_output=True,
                 text=True,
                 check=True,

@@ -1,6 +1,6 @@
-"""authkeep's full stack with ONE layer taken out, chosen by ``BENCH_WITHOUT``, so that
-bench/run.py can price each layer as the throughput ratio of the same request with and
-without it. Bench-only: it reaches into internals on purpose and is never shipped.
+"""authkeep's service (``create_app``) with ONE layer taken out, chosen by ``BENCH_WITHOUT``,
+so that bench/run.py can price each layer as the throughput ratio of the same request with
+and without it. Bench-only: it reaches into internals on purpose and is never shipped.
 
 - ``headers``: no security-headers middleware;
 - ``request_context``: no request id, access log or last-resort 500 handler;
@@ -8,7 +8,7 @@ without it. Bench-only: it reaches into internals on purpose and is never shippe
   revoked, user unchanged" without asking anyone;
 - ``token_memory``: the codec forgets every verified access token, so each request
   verifies its token in full (PyJWT), as the JWT-only floor does;
-- anything else (or unset): the full stack.
+- anything else (or unset): the full stack, exactly as ``authkeep serve`` runs it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from authkeep import Authkeep
+from authkeep.http.app import Authkeep, create_app
 from authkeep.http.middleware.request_context import RequestContextMiddleware
 from authkeep.http.middleware.security_headers import SecurityHeadersMiddleware
 
@@ -42,10 +42,10 @@ class _NeverRevoked:
 
 def create() -> FastAPI:
     without = os.environ.get("BENCH_WITHOUT", "")
-    authkeep = Authkeep()
-    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-    authkeep.install(app)
+    app = create_app()
+    authkeep: Authkeep = app.state.authkeep
     if without in _MIDDLEWARE:
+        # The stack is built on the first request: dropping the entry now is enough.
         app.user_middleware = [m for m in app.user_middleware if m.cls is not _MIDDLEWARE[without]]
     if without in ("revocation", "token_memory"):
         inner = app.router.lifespan_context
