@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Row, and_, delete, func, insert, select, update
+from sqlalchemy import Row, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -231,17 +231,19 @@ async def remove_member(conn: AsyncConnection, org_id: uuid.UUID, user_id: uuid.
     return bool(result.rowcount)
 
 
+# Built once: every login runs it.
+_DEFAULT_ORG = (
+    select(Membership.organization_id, Membership.role)
+    .join(Organization, Organization.id == Membership.organization_id)
+    .where(Membership.user_id == bindparam("user_id"), _LIVE)
+    .order_by(Membership.created_at, Membership.organization_id)
+    .limit(1)
+)
+
+
 async def default_org(conn: AsyncConnection, user_id: uuid.UUID) -> ActiveOrg | None:
     """The organization a new session starts in: the user's oldest membership."""
-    row = (
-        await conn.execute(
-            select(Membership.organization_id, Membership.role)
-            .join(Organization, Organization.id == Membership.organization_id)
-            .where(Membership.user_id == user_id, _LIVE)
-            .order_by(Membership.created_at, Membership.organization_id)
-            .limit(1)
-        )
-    ).first()
+    row = (await conn.execute(_DEFAULT_ORG, {"user_id": user_id})).first()
     role = parse_role(row[1]) if row else None
     return ActiveOrg(row[0], role) if row and role else None
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import Table, and_, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from authkeep.db.models import AuthSession, RefreshToken
@@ -55,6 +56,10 @@ _SESSION_COLUMNS = (
     AuthSession.ip,
     AuthSession.user_agent,
 )
+# Core inserts built once (values come with each execute): every login and refresh runs
+# them, and the ORM's per-call ``insert(Entity).values(...)`` cost more than the round trip.
+_INSERT_SESSION = insert(cast(Table, AuthSession.__table__))
+_INSERT_REFRESH = insert(cast(Table, RefreshToken.__table__))
 _REFRESH_COLUMNS = (
     RefreshToken.jti,
     RefreshToken.user_id,
@@ -81,16 +86,17 @@ async def create_session(
     """Insert a new live session (active in ``org_id``, if given) and return its id."""
     session_id = uuid.uuid4()
     await conn.execute(
-        insert(AuthSession).values(
-            id=session_id,
-            user_id=user_id,
-            created_at=now,
-            last_used_at=now,
-            expires_at=expires_at,
-            ip=ip,
-            user_agent=user_agent,
-            org_id=org_id,
-        )
+        _INSERT_SESSION,
+        {
+            "id": session_id,
+            "user_id": user_id,
+            "created_at": now,
+            "last_used_at": now,
+            "expires_at": expires_at,
+            "ip": ip,
+            "user_agent": user_agent,
+            "org_id": org_id,
+        },
     )
     return session_id
 
@@ -186,14 +192,15 @@ async def insert_refresh(
 ) -> None:
     """Store a new refresh token (its hash)."""
     await conn.execute(
-        insert(RefreshToken).values(
-            jti=jti,
-            user_id=user_id,
-            session_id=session_id,
-            token_hash=token_hash,
-            created_at=created_at,
-            expires_at=expires_at,
-        )
+        _INSERT_REFRESH,
+        {
+            "jti": jti,
+            "user_id": user_id,
+            "session_id": session_id,
+            "token_hash": token_hash,
+            "created_at": created_at,
+            "expires_at": expires_at,
+        },
     )
 
 

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -81,13 +81,15 @@ async def get_with_role(
     return _record(row[:-1]), row[-1]
 
 
+# Built once: every login runs it, and building a statement costs more than running it.
+_CREDENTIALS = select(*_COLUMNS, User.hashed_password).where(
+    User.email_key == bindparam("email_key")
+)
+
+
 async def get_credentials(conn: AsyncConnection, email_key: str) -> tuple[UserRecord, str] | None:
     """The user with this folded email and its password hash, for login."""
-    row = (
-        await conn.execute(
-            select(*_COLUMNS, User.hashed_password).where(User.email_key == email_key)
-        )
-    ).first()
+    row = (await conn.execute(_CREDENTIALS, {"email_key": email_key})).first()
     if row is None:
         return None
     return _record(row[:-1]), row[-1]
