@@ -161,6 +161,11 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root.setLevel(level.upper())
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         named = logging.getLogger(name)
+        if name == "uvicorn.access" and not named.propagate and not named.handlers:
+            # uvicorn's access_log=False leaves it so (``authkeep serve`` does: it logs each
+            # request itself, without the query string). Propagating again would switch
+            # uvicorn's line back on, query string included.
+            continue
         named.handlers.clear()
         named.propagate = True
 
