@@ -225,9 +225,13 @@ def link_hash(digest: str, at: datetime, prev_hash: str) -> str:
     return hashlib.sha256(f"{digest}|{_time_text(at)}|{prev_hash}".encode("ascii")).hexdigest()
 
 
+def _digest(content: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical(**content)).hexdigest()
+
+
 def entry_hash(*, at: datetime, prev_hash: str, **content: Any) -> str:
     """The ``hash`` a row with these fields must have."""
-    return link_hash(hashlib.sha256(canonical(**content)).hexdigest(), at, prev_hash)
+    return link_hash(_digest(content), at, prev_hash)
 
 
 def _lock_id(chain: str) -> int:
@@ -275,6 +279,12 @@ async def _purge_anchor(conn: AsyncConnection, chain: str) -> str | None:
     return None
 
 
+def _chain_of(entry: NewEntry) -> tuple[int, str, str]:
+    # What the PostgreSQL append needs to find the chain: its lock, key and genesis value.
+    chain = chain_key(entry.org_id)
+    return _lock_id(chain), chain, genesis_hash(chain)
+
+
 def _content(entry: NewEntry) -> dict[str, Any]:
     # The fields the content digest covers (all but the chain's: at, prev_hash, hash).
     return {
@@ -300,8 +310,9 @@ async def append(
     """
     content = _content(entry)
     details = content["details"]
-    digest = hashlib.sha256(canonical(**content)).hexdigest()
+    digest = _digest(content)
     if conn.dialect.name == "postgresql":
+        lock, chain, genesis = _chain_of(entry)
         row = (
             await conn.execute(
                 text(
@@ -314,9 +325,9 @@ async def append(
                     "CAST(:outcome AS text), CAST(:details AS jsonb))"
                 ),
                 {
-                    "lock": _lock_id(chain_key(entry.org_id)),
-                    "chain": chain_key(entry.org_id),
-                    "genesis": genesis_hash(chain_key(entry.org_id)),
+                    "lock": lock,
+                    "chain": chain,
+                    "genesis": genesis,
                     "digest": digest,
                     "at": at,
                     **content,
@@ -355,10 +366,8 @@ async def append_at_commit(conn: AsyncConnection, entry: NewEntry) -> None:
     raw = await conn.get_raw_connection()
     await raw.driver_connection.execute(  # type: ignore[union-attr]
         _PENDING_INSERT,
-        _lock_id(chain_key(entry.org_id)),
-        chain_key(entry.org_id),
-        genesis_hash(chain_key(entry.org_id)),
-        hashlib.sha256(canonical(**content)).hexdigest(),
+        *_chain_of(entry),
+        _digest(content),
         entry.org_id,
         entry.actor_user_id,
         entry.actor_api_key_id,
