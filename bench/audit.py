@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import functools
 import json
-import os
 import sys
 import tempfile
 import uuid
@@ -41,22 +40,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
+    REDIS,
     TEST_SECRET,
     WrkResult,
     alternate_rounds,
+    authkeep_token,
     free_port,
     median_run,
+    pg,
+    pg_url,
     rounds_note,
     server,
     wrk,
 )
 
-PG_ADMIN = os.environ.get("AUTHKEEP_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS = os.environ.get("AUTHKEEP_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 EMAIL = "bench-audit@example.com"
 PASSWORD = "bench passphrase, long enough"
 THREADS = 2
@@ -102,24 +101,6 @@ class Run:
         return self.on.requests_per_second / self.off.requests_per_second
 
 
-def _pg(sql: str) -> None:
-    import asyncpg
-
-    async def run() -> None:
-        conn = await asyncpg.connect(PG_ADMIN)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
-
-
-def _pg_url(database: str) -> str:
-    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-    return f"{base}/{database}"
-
-
 def _redis_up() -> bool:
     import redis
 
@@ -146,14 +127,6 @@ def server_env(database_url: str, *, audit: bool, redis: bool) -> dict[str, str]
         env["AUTHKEEP_REDIS_URL"] = REDIS
         env["AUTHKEEP_REDIS_PREFIX"] = f"bench-audit-{uuid.uuid4().hex[:8]}:"
     return env
-
-
-def _login(base: str) -> str:
-    body = {"email": EMAIL, "password": PASSWORD}
-    httpx.post(base + "/api/v1/auth/register", json=body, timeout=30).raise_for_status()
-    response = httpx.post(base + "/api/v1/auth/login", json=body, timeout=30)
-    response.raise_for_status()
-    return str(response.json()["access_token"])
 
 
 def _create_sessions(database_url: str, count: int) -> list[str]:
@@ -226,11 +199,11 @@ def database(backend: str, workdir: Path) -> Iterator[str]:
         yield f"sqlite+aiosqlite:///{workdir}/bench-{uuid.uuid4().hex[:8]}.db"
         return
     name = f"authkeep_bench_audit_{uuid.uuid4().hex[:8]}"
-    _pg(f'CREATE DATABASE "{name}"')
+    pg(f'CREATE DATABASE "{name}"')
     try:
-        yield _pg_url(name)
+        yield pg_url(name)
     finally:
-        _pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextlib.contextmanager
@@ -240,7 +213,7 @@ def serve(workdir: Path, database_url: str, *, audit: bool, redis: bool) -> Iter
     command = [sys.executable, "-m", "authkeep", "serve", "--port", str(port)]
     env = server_env(database_url, audit=audit, redis=redis)
     with server(command, port=port, env=env, cwd=workdir) as base:
-        auth = {"Authorization": f"Bearer {_login(base)}"}
+        auth = {"Authorization": f"Bearer {authkeep_token(base, EMAIL, PASSWORD)}"}
         yield Target(base, database_url, auth)
 
 

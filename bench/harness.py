@@ -25,8 +25,42 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SECRET = "bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+PG_ADMIN = os.environ.get("AUTHKEEP_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS = os.environ.get("AUTHKEEP_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 Key = TypeVar("Key", bound=Hashable)
+
+
+def pg(sql: str, database: str | None = None) -> None:
+    """Run one statement as the bench's PostgreSQL administrator (``AUTHKEEP_BENCH_PG_URL``),
+    in ``database`` (default: the one that URL names)."""
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> None:
+        url = PG_ADMIN if database is None else PG_ADMIN.rsplit("/", 1)[0] + "/" + database
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def pg_url(database: str, driver: str = "postgresql+asyncpg") -> str:
+    """The SQLAlchemy URL of ``database`` on the bench's PostgreSQL server."""
+    return PG_ADMIN.rsplit("/", 1)[0].replace("postgresql", driver, 1) + "/" + database
+
+
+def authkeep_token(base: str, email: str, password: str) -> str:
+    """Register ``email`` on the authkeep at ``base``, log in, return the access token."""
+    body = {"email": email, "password": password}
+    httpx.post(base + "/api/v1/auth/register", json=body, timeout=30).raise_for_status()
+    response = httpx.post(base + "/api/v1/auth/login", json=body, timeout=30)
+    response.raise_for_status()
+    return str(response.json()["access_token"])
 
 
 def free_port() -> int:

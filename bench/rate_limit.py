@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import os
 import sys
 import tempfile
 import uuid
@@ -34,13 +33,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
+    REDIS,
     TEST_SECRET,
     WrkResult,
     alternate_rounds,
+    authkeep_token,
     free_port,
     median_run,
     rounds_note,
@@ -48,7 +47,6 @@ from harness import (
     wrk,
 )
 
-REDIS = os.environ.get("AUTHKEEP_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 PASSWORD = "bench passphrase, long enough"
 UNREACHABLE = "1000000000"  # a per-minute budget no run gets near: nothing is refused
 JWKS = "jwks, anonymous (IP key)"
@@ -91,11 +89,7 @@ def server_env(workdir: Path, *, redis: bool, enabled: bool) -> dict[str, str]:
 def token_for(base: str) -> str:
     """A bearer token of a user registered for this run."""
     email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
-    body = {"email": email, "password": PASSWORD}
-    httpx.post(base + "/api/v1/auth/register", json=body, timeout=30).raise_for_status()
-    response = httpx.post(base + "/api/v1/auth/login", json=body, timeout=30)
-    response.raise_for_status()
-    return str(response.json()["access_token"])
+    return authkeep_token(base, email, PASSWORD)
 
 
 @dataclass(frozen=True)

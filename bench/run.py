@@ -20,7 +20,6 @@ one uvicorn worker, load from wrk (2 threads) in another process, bounded in tim
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import datetime as dt
 import functools
@@ -41,12 +40,16 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
+    REDIS,
     ROOT,
     TEST_SECRET,
     WrkResult,
     alternate_rounds,
+    authkeep_token,
     free_port,
     median_run,
+    pg,
+    pg_url,
     server,
     uvicorn_command,
     wrk,
@@ -54,8 +57,6 @@ from harness import (
 
 BENCH = Path(__file__).resolve().parent
 FU_VENV = BENCH / ".venv-fastapi-users"
-PG_ADMIN = os.environ.get("AUTHKEEP_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS = os.environ.get("AUTHKEEP_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 PASSWORD = "bench password that is long enough"
 
 LOGIN_LUA = """
@@ -140,23 +141,6 @@ class Row:
     note: str = ""
 
 
-def pg(sql: str, database: str = "test") -> None:
-    import asyncpg
-
-    async def run() -> None:
-        conn = await asyncpg.connect(PG_ADMIN.rsplit("/", 1)[0] + "/" + database)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
-
-
-def pg_url(database: str, driver: str = "postgresql+asyncpg") -> str:
-    return PG_ADMIN.rsplit("/", 1)[0].replace("postgresql", driver, 1) + "/" + database
-
-
 def authkeep_env(database: str, **extra: str) -> dict[str, str]:
     env = {
         "AUTHKEEP_ENV": "development",
@@ -180,13 +164,6 @@ def migrate(env: dict[str, str]) -> None:
         cwd=ROOT,
         capture_output=True,
     )
-
-
-def authkeep_token(base: str, email: str) -> str:
-    httpx.post(base + "/api/v1/auth/register", json={"email": email, "password": PASSWORD})
-    response = httpx.post(base + "/api/v1/auth/login", json={"email": email, "password": PASSWORD})
-    response.raise_for_status()
-    return str(response.json()["access_token"])
 
 
 def _bench_hasher() -> Any:
@@ -314,7 +291,7 @@ def main() -> None:
             facts["fu_missing"] = True
         with contextlib.ExitStack() as stack:
             bases = {t.name: stack.enter_context(t.serve()) for t in targets}
-            token = authkeep_token(bases[FULL], email)
+            token = authkeep_token(bases[FULL], email, PASSWORD)
             headers = {name: {"Authorization": f"Bearer {token}"} for name in bases}
             if FU in bases:
                 headers[FU] = {"Authorization": f"Bearer {fastapi_users_token(bases[FU], email)}"}
