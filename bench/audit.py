@@ -57,7 +57,7 @@ from harness import (
 )
 
 EMAIL = "bench-audit@example.com"
-PASSWORD = "bench passphrase, long enough"
+PASSWORD = "load-test passphrase, long enough"  # no "bench": the emails hold it
 THREADS = 2
 LOGIN = "login"
 REVOKE = "revoke a session"

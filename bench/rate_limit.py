@@ -47,7 +47,7 @@ from harness import (
     wrk,
 )
 
-PASSWORD = "bench passphrase, long enough"
+PASSWORD = "load-test passphrase, long enough"  # no "bench": the emails hold it
 UNREACHABLE = "1000000000"  # a per-minute budget no run gets near: nothing is refused
 JWKS = "jwks, anonymous (IP key)"
 ME = "me, bearer (user key)"

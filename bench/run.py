@@ -57,7 +57,7 @@ from harness import (
 
 BENCH = Path(__file__).resolve().parent
 FU_VENV = BENCH / ".venv-fastapi-users"
-PASSWORD = "bench password that is long enough"
+PASSWORD = "load-test passphrase, long enough"  # no "bench": the emails hold it
 
 LOGIN_LUA = """
 wrk.method = "POST"

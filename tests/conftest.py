@@ -38,6 +38,7 @@ from authkeep.db.migrate import upgrade
 from authkeep.db.roles import RoleConfig
 from authkeep.logging import configure_logging, formatter
 from helpers import PASSWORD, client_for, running
+from mail_helpers import SMTP_PASSWORD, SmtpSink
 
 PG_ADMIN_URL = os.environ.get("AUTHKEEP_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("AUTHKEEP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -226,6 +227,7 @@ GENEROUS_LIMITS: dict[str, Any] = {
     "register_rate_limit": "100000/minute",
     "refresh_rate_limit": "100000/minute",
     "password_change_rate_limit": "100000/minute",
+    "password_strength_rate_limit": "100000/minute",
 }
 
 
@@ -296,7 +298,20 @@ _LEAKS = (
     re.compile(r"\$argon2(?:id|i|d)\$"),
     re.compile(r"\$2[abxy]?\$\d{2}\$[./A-Za-z0-9]{20}"),
     re.compile(r"\bak_[A-Za-z0-9_-]{16,}"),
+    re.compile(re.escape(SMTP_PASSWORD)),
 )
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpSink]:
+    """A real SMTP server (aiosmtpd) on a free loopback port, without authentication;
+    ``smtp_server.settings()`` points authkeep at it."""
+    sink = SmtpSink()
+    sink.start()
+    try:
+        yield sink
+    finally:
+        sink.stop()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,4 +1,5 @@
-"""``authkeep audit``: verify the hash chains, export rows as JSON lines, purge old rows."""
+"""``authkeep audit``: verify the hash chains (and signed checkpoints), sign checkpoints,
+export rows as JSON lines, purge old rows."""
 
 from __future__ import annotations
 
@@ -7,16 +8,26 @@ import json
 import uuid
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
 from authkeep.db.audit import AuditFilter
 from authkeep.db.engine import Database
-from authkeep.services import audit_admin
+from authkeep.logging import configure_logging
+from authkeep.security.audit_signing import (
+    CheckpointKeyError,
+    CheckpointSigner,
+    VerifyingKey,
+    trusted_keys,
+)
+from authkeep.services import audit_admin, audit_checkpoints
 from authkeep.settings import Settings
 
-audit_app = typer.Typer(help="The audit log: verify its chains, export it, purge old rows.")
+audit_app = typer.Typer(
+    help="The audit log: verify its chains, sign checkpoints, export it, purge old rows."
+)
 T = TypeVar("T")
 
 
@@ -42,18 +53,43 @@ def _when(value: str | None, option: str) -> datetime | None:
 
 
 @audit_app.command("verify")
-def verify() -> None:
+def verify(
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoints",
+            help="Also check the signed checkpoints in this directory (detects a cut tail, "
+            "a deleted chain, a re-hashed chain).",
+        ),
+    ] = None,
+    public_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--public-key",
+            help="A trusted checkpoint public key (base64url); repeatable. Added to "
+            "AUTHKEEP_AUDIT_CHECKPOINT_PUBLIC_KEYS and the configured key's own.",
+        ),
+    ] = None,
+) -> None:
     """Walk every chain; report the first broken link (exit 1) or each chain's head."""
     settings = _settings()
+    keys = _trusted_keys(settings, public_key or []) if checkpoints is not None else []
+    found = _read_checkpoints(checkpoints, keys) if checkpoints is not None else None
 
-    async def run() -> audit_admin.Verification:
+    async def run() -> tuple[audit_admin.Verification, list[str]]:
         db = Database(settings.database_url)
         try:
-            return await audit_admin.verify(db)
+            result = await audit_admin.verify(db)
+            contradictions: list[str] = []
+            if found is not None and result.ok:
+                contradictions = await audit_checkpoints.check(
+                    db, found.checkpoints, retention_days=settings.audit_retention_days
+                )
+            return result, contradictions
         finally:
             await db.close()
 
-    result = _run_async(run)
+    result, contradictions = _run_async(run)
     if result.broken is not None:
         typer.echo(
             f"BROKEN  row {result.broken.row_id} (chain {result.broken.chain}): "
@@ -61,9 +97,136 @@ def verify() -> None:
         )
         typer.echo(f"checked {result.rows} rows before the break")
         raise typer.Exit(1)
+    problems = (found.problems if found is not None else []) + contradictions
+    for problem in problems:
+        typer.echo(f"BROKEN  checkpoint: {problem}")
+    if problems:
+        raise typer.Exit(1)
     for head in result.chains:
         typer.echo(f"chain {head.chain}: {head.rows} rows, head {head.head_id} {head.head_hash}")
     typer.echo(f"ok: {result.rows} rows in {len(result.chains)} chains")
+    if found is not None:
+        newest = max(checkpoint.at for checkpoint in found.checkpoints)
+        typer.echo(
+            f"ok: {len(found.checkpoints)} signed checkpoints hold "
+            f"(from {found.files} files, newest {newest.isoformat()})"
+        )
+
+
+def _trusted_keys(settings: Settings, extra: list[str]) -> list[VerifyingKey]:
+    try:
+        signer = audit_checkpoints.signer_from_settings(settings, create=False)
+        keys = trusted_keys(signer, [*settings.audit_checkpoint_public_keys, *extra])
+    except CheckpointKeyError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if not keys:
+        typer.echo(
+            "error: no key to check checkpoints with: set AUTHKEEP_AUDIT_CHECKPOINT_PUBLIC_KEYS "
+            "or pass --public-key",
+            err=True,
+        )
+        raise typer.Exit(2)
+    return keys
+
+
+def _read_checkpoints(
+    directory: Path, keys: list[VerifyingKey]
+) -> audit_checkpoints.CheckpointFiles:
+    if not directory.is_dir():
+        typer.echo(f"error: {directory} is not a directory", err=True)
+        raise typer.Exit(2)
+    found = audit_checkpoints.read_directory(directory, keys)
+    if not found.checkpoints and not found.problems:
+        # Fail closed: deleting the checkpoint files must not turn the check off.
+        typer.echo(f"BROKEN  checkpoint: no checkpoint found in {directory}")
+        raise typer.Exit(1)
+    return found
+
+
+@audit_app.command("checkpoint")
+def checkpoint(
+    directory: Annotated[
+        Path | None,
+        typer.Option("--dir", help="Where to append (default AUTHKEEP_AUDIT_CHECKPOINT_DIR)."),
+    ] = None,
+) -> None:
+    """Verify every chain and sign its head now: printed, logged as audit_checkpoint and
+    appended to the day's file in the checkpoint directory. A broken chain is not signed
+    (exit 1)."""
+    settings = _settings()
+    try:
+        signer = audit_checkpoints.signer_from_settings(settings)
+    except CheckpointKeyError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if signer is None:
+        typer.echo(
+            "error: set AUTHKEEP_AUDIT_CHECKPOINT_KEY ('authkeep audit checkpoint-key' makes one)",
+            err=True,
+        )
+        raise typer.Exit(2)
+    # The log stream carries a copy of each checkpoint, as the service's JSON lines.
+    configure_logging(settings.log_level, settings.log_format)
+    writer = audit_checkpoints.CheckpointWriter(directory or settings.audit_checkpoint_dir)
+    previous: dict[str, audit_checkpoints.Checkpoint] = {}
+    if writer.directory is not None and writer.directory.is_dir():
+        # Each new checkpoint must extend this key's previous one: a chain cut or rewritten
+        # since is reported, not signed again.
+        found = audit_checkpoints.read_directory(writer.directory, [signer.verifying_key])
+        previous = audit_checkpoints.latest_by_chain(found.checkpoints)
+
+    async def run() -> audit_checkpoints.CheckpointRun:
+        db = Database(settings.database_url)
+        try:
+            return await audit_checkpoints.take(
+                db,
+                signer,
+                previous=previous,
+                retention_days=settings.audit_retention_days,
+                only_moved=False,
+            )
+        finally:
+            await db.close()
+
+    result = _run_async(run)
+    path = writer.write(result.signed)
+    for signed in result.signed:
+        typer.echo(signed.line())
+    where = f" to {path}" if path is not None else " (log stream only: no directory set)"
+    typer.echo(f"signed {len(result.signed)} chain heads with key {signer.kid}{where}", err=True)
+    for broken in result.broken:
+        typer.echo(
+            f"BROKEN  row {broken.row_id} (chain {broken.chain}): {broken.reason}; not signed",
+            err=True,
+        )
+    if result.broken:
+        raise typer.Exit(1)
+
+
+@audit_app.command("checkpoint-key")
+def checkpoint_key(
+    public: Annotated[
+        bool, typer.Option("--public", help="Print the configured key's public half.")
+    ] = False,
+) -> None:
+    """Print a new checkpoint key pair (or, with --public, the configured key's public key,
+    for verifiers' AUTHKEEP_AUDIT_CHECKPOINT_PUBLIC_KEYS)."""
+    if public:
+        settings = _settings()
+        try:
+            signer = audit_checkpoints.signer_from_settings(settings, create=False)
+        except CheckpointKeyError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        if signer is None:
+            typer.echo("error: no checkpoint key is configured", err=True)
+            raise typer.Exit(2)
+        typer.echo(signer.public_text)
+        return
+    new = CheckpointSigner.generate()
+    typer.echo(f"AUTHKEEP_AUDIT_CHECKPOINT_KEY={new.private_text()}")
+    typer.echo(f"public key (kid {new.kid}): {new.public_text}")
 
 
 @audit_app.command("export")

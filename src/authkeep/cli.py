@@ -29,7 +29,7 @@ app.add_typer(audit_app, name="audit")
 
 T = TypeVar("T")
 
-DEMO_PASSWORD = "authkeep-demo-only-Pa55phrase"
+DEMO_PASSWORD = "demo-only Pa55phrase, never in production"
 DEMO_USERS = ("admin@demo.example.com", "editor@demo.example.com", "viewer@demo.example.com")
 
 
@@ -68,6 +68,8 @@ def serve(
     """Migrate the database to head, then serve the API."""
     import uvicorn
 
+    from authkeep.http.server_protocol import MAX_HEADER_BYTES
+
     settings = load_settings()
     if workers > 1 and settings.redis_url is None:
         if settings.is_production:
@@ -94,6 +96,9 @@ def serve(
             proxy_headers=False,  # X-Forwarded-For is honoured only from AUTHKEEP_TRUSTED_PROXIES
             server_header=False,
             log_config=None,
+            # 431 for an oversized header and a lingering close after it, not a reset.
+            http="authkeep.http.server_protocol:LingeringH11Protocol",
+            h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         )
     finally:
         if created_metrics_dir is not None:
@@ -230,6 +235,7 @@ SECURITY_SETTINGS = (
     "redis_url",
     "access_token_expire_minutes",
     "refresh_token_expire_days",
+    "session_idle_timeout",
     "refresh_reuse_interval_seconds",
     "jwt_issuer",
     "jwt_audience",
@@ -243,6 +249,7 @@ SECURITY_SETTINGS = (
     "register_rate_limit",
     "refresh_rate_limit",
     "password_change_rate_limit",
+    "password_strength_rate_limit",
     "allowed_origins",
     "trusted_hosts",
     "trusted_proxies",
@@ -252,6 +259,17 @@ SECURITY_SETTINGS = (
     "argon2_time_cost",
     "argon2_parallelism",
     "hash_workers",
+    "audit_checkpoint_key",
+    "audit_checkpoint_dir",
+    "audit_checkpoint_interval_seconds",
+    "email_backend",
+    "public_url",
+    "smtp_host",
+    "smtp_port",
+    "smtp_username",
+    "smtp_password",
+    "smtp_tls",
+    "outbox_in_process",
 )
 
 
@@ -308,6 +326,36 @@ def purge() -> None:
 
     sessions, tokens = _run(run)
     typer.echo(f"purged {sessions} sessions and {tokens} refresh tokens")
+
+
+@app.command()
+def worker() -> None:
+    """Deliver the outbox (emails, webhooks) until SIGTERM or SIGINT, finishing the message
+    in flight. Run any number beside `serve` (then set AUTHKEEP_OUTBOX_IN_PROCESS=false)."""
+    settings = load_settings()
+    _run(lambda: _deliver_outbox(settings))
+
+
+async def _deliver_outbox(settings: Settings) -> None:
+    import signal
+
+    from authkeep.db.engine import Database
+    from authkeep.logging import configure_logging
+    from authkeep.services.delivery import build_delivery
+
+    configure_logging(settings.log_level, settings.log_format)
+    db = Database(settings.database_url, pool_size=settings.database_pool_size)
+    delivery = build_delivery(settings, db)
+    loop = asyncio.get_running_loop()
+    stops = (signal.SIGTERM, signal.SIGINT)
+    for stop in stops:
+        loop.add_signal_handler(stop, delivery.request_stop)
+    try:
+        await delivery.run()
+    finally:
+        for stop in stops:
+            loop.remove_signal_handler(stop)
+        await db.close()
 
 
 @keys_app.command("generate")

@@ -36,6 +36,7 @@ __all__ = [
     "HTTP_LATENCY",
     "HTTP_REQUESTS",
     "LOGINS",
+    "OUTBOX_MESSAGES",
     "RATE_LIMITED",
     "RATE_LIMIT_STORAGE_ERRORS",
     "REFRESH_REUSE",
@@ -87,6 +88,12 @@ RATE_LIMIT_STORAGE_ERRORS = Counter(
 AUDIT_WRITE_FAILURES = Counter(
     "authkeep_audit_write_failures_total",
     "Audit events that could not be written (events without a change, e.g. a 403).",
+)
+OUTBOX_MESSAGES = Counter(
+    "authkeep_outbox_messages_total",
+    "Outbox messages by kind (email, webhook) and event: queued (committed), sent, failed "
+    "(an attempt failed; it will be retried) and dead (given up after the last attempt).",
+    ["kind", "event"],
 )
 
 # (method, route, status) -> (counter child, histogram child): labels() takes a lock and

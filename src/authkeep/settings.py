@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -24,6 +25,7 @@ Environment = Literal["development", "test", "production"]
 
 MIN_SECRET_LENGTH = 32
 _ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_ED25519_KEY = re.compile(r"[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]=?")
 # Values copied from tutorials, templates and .env.example files; a key that equals one
 # of them (ignoring case) is as good as public.
 WEAK_SECRETS = frozenset(
@@ -61,6 +63,9 @@ WEAK_SECRETS = frozenset(
     }
 )
 _MIN_DISTINCT_SECRET_CHARS = 10
+DEFAULT_IDLE_TIMEOUT = timedelta(days=7)
+MIN_IDLE_TIMEOUT = timedelta(minutes=1)
+_DIGITS = re.compile(r"\s*[0-9]+\s*")
 # NIST SP 800-63B §5.2.2: at most 100 consecutive failed authentication attempts per account.
 NIST_MAX_FAILURES = 100
 
@@ -145,7 +150,12 @@ class Settings(BaseSettings):
     redis_prefix: str = "authkeep:"
 
     access_token_expire_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    # The absolute session lifetime: no refresh carries a session past it.
     refresh_token_expire_days: int = Field(default=14, ge=1, le=365)
+    # How long a session may go without a refresh before it ends: integer seconds or an
+    # ISO 8601 duration (``P7D``). Left unset, it is 7 days or the absolute lifetime if
+    # shorter; set explicitly, it must lie between the access-token and session lifetimes.
+    session_idle_timeout: timedelta = Field(default=DEFAULT_IDLE_TIMEOUT, ge=MIN_IDLE_TIMEOUT)
     refresh_reuse_interval_seconds: int = Field(default=10, ge=0, le=300)
     jwt_issuer: str = "authkeep"
     jwt_audience: str = "authkeep"
@@ -162,6 +172,8 @@ class Settings(BaseSettings):
     register_rate_limit: str = "10/hour"
     refresh_rate_limit: str = "30/minute"
     password_change_rate_limit: str = "5 per 15 minutes"
+    # POST /auth/password/strength, per client IP: a sign-up page's meter (debounced).
+    password_strength_rate_limit: str = "30/minute"
 
     allowed_origins: list[str] = Field(default_factory=list)
     trusted_hosts: list[str] = Field(default_factory=lambda: ["localhost", "127.0.0.1"])
@@ -188,10 +200,39 @@ class Settings(BaseSettings):
     audit_retention_days: int = Field(default=730, ge=1)
     audit_purge_role: str = "authkeep_audit_purger"
     audit_purge_database_url: str | None = None
+    # Signed checkpoints of the audit chains (docs/audit.md): an Ed25519 private key as
+    # base64url of its 32 bytes; development generates one into the key file.
+    audit_checkpoint_key: SecretStr | None = None
+    audit_checkpoint_key_file: Path = Path(".authkeep-audit-key")
+    audit_checkpoint_public_keys: list[str] = Field(default_factory=list)
+    audit_checkpoint_dir: Path | None = None
+    audit_checkpoint_interval_seconds: int = Field(default=3600, ge=0, le=7 * 24 * 3600)
 
     metrics_allowed_ips: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
     # Platform admin routes: client IPs/CIDRs allowed in; empty means no IP restriction.
     admin_allowed_ips: list[str] = Field(default_factory=list)
+
+    # Mail and the outbox (docs/email.md). None: console outside production; production
+    # must choose (the console would print reset links into the process's logs).
+    email_backend: Literal["console", "file", "smtp"] | None = None
+    email_file_dir: Path = Path("./authkeep-mail")
+    email_from: str = "authkeep <no-reply@localhost>"
+    email_templates_dir: Path | None = None
+    public_url: str | None = None
+    product_name: str = Field(default="authkeep", min_length=1, max_length=100)
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_tls: Literal["starttls", "ssl", "none"] = "starttls"
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    outbox_in_process: bool = True
+    outbox_max_attempts: int = Field(default=12, ge=1, le=100)
+    outbox_batch_size: int = Field(default=20, ge=1, le=1000)
+    outbox_lease_seconds: float = Field(default=60.0, ge=1, le=3600)
+    outbox_poll_seconds: float = Field(default=1.0, gt=0, le=300)
+    outbox_backoff_base_seconds: float = Field(default=5.0, ge=0, le=3600)
+    outbox_backoff_max_seconds: float = Field(default=3600.0, ge=0, le=7 * 24 * 3600)
 
     @field_validator(
         "login_rate_limit",
@@ -199,6 +240,7 @@ class Settings(BaseSettings):
         "register_rate_limit",
         "refresh_rate_limit",
         "password_change_rate_limit",
+        "password_strength_rate_limit",
     )
     @classmethod
     def _one_limit(cls, value: str, info: ValidationInfo) -> str:
@@ -259,6 +301,49 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("audit_checkpoint_key", "audit_checkpoint_public_keys")
+    @classmethod
+    def _checkpoint_keys_are_ed25519(
+        cls, value: SecretStr | list[str] | None, info: ValidationInfo
+    ) -> SecretStr | list[str] | None:
+        # 32 raw bytes in base64url: 43 characters, one optional "=" of padding.
+        texts = [value.get_secret_value()] if isinstance(value, SecretStr) else value or []
+        if any(not _ED25519_KEY.fullmatch(text.strip()) for text in texts):
+            raise ValueError(
+                f"AUTHKEEP_{str(info.field_name).upper()} must hold Ed25519 keys as base64url "
+                "of 32 bytes; 'authkeep audit checkpoint-key' prints a new pair"
+            )
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_is_absolute(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+            raise ValueError(
+                "AUTHKEEP_PUBLIC_URL must be an absolute http(s) URL without query or "
+                "fragment, e.g. https://app.example.com"
+            )
+        return value.rstrip("/")
+
+    @field_validator("session_idle_timeout", mode="before")
+    @classmethod
+    def _idle_timeout_seconds(cls, value: object) -> object:
+        # pydantic reads a bare number in an environment string as a malformed duration;
+        # operators write seconds, so "604800" means 604800 seconds.
+        if isinstance(value, str) and _DIGITS.fullmatch(value):
+            return int(value)
+        return value
+
+    @model_validator(mode="after")
+    def _default_idle_within_lifetime(self) -> Settings:
+        # Only the default is fitted to a short absolute lifetime (AUTHKEEP_REFRESH_TOKEN_
+        # EXPIRE_DAYS=3 keeps working); an explicit value out of range is refused below.
+        if "session_idle_timeout" not in self.model_fields_set:
+            self.session_idle_timeout = min(DEFAULT_IDLE_TIMEOUT, self.session_lifetime)
+        return self
+
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> Settings:
         if not type(self).enforce:
@@ -274,9 +359,24 @@ class Settings(BaseSettings):
         return self.env == "production"
 
     @property
+    def session_lifetime(self) -> timedelta:
+        """The absolute session lifetime (``AUTHKEEP_REFRESH_TOKEN_EXPIRE_DAYS``)."""
+        return timedelta(days=self.refresh_token_expire_days)
+
+    @property
     def migrations_url(self) -> str:
         """Where migrations run: the owner role's URL, else the app's own."""
         return self.migration_database_url or self.database_url
+
+    @property
+    def mail_backend(self) -> Literal["console", "file", "smtp"]:
+        """The email transport in use: the configured one, else the console."""
+        return self.email_backend or "console"
+
+    @property
+    def link_base(self) -> str:
+        """Where the links in emails start: ``AUTHKEEP_PUBLIC_URL``, else the local server."""
+        return self.public_url or "http://localhost:8000"
 
     @property
     def hash_worker_count(self) -> int:
@@ -305,6 +405,7 @@ def find_problems(settings: Settings) -> list[Problem]:
         weakness = secret_weakness(settings.secret_key.get_secret_value())
         if weakness:
             problems.append(Problem("AUTHKEEP_SECRET_KEY", f"{weakness}: {SECRET_HINT}", "refuse"))
+    problems.extend(_idle_timeout_problems(settings))
     if any(origin.strip() == "*" for origin in settings.allowed_origins):
         problems.append(
             Problem(
@@ -370,6 +471,19 @@ def find_problems(settings: Settings) -> list[Problem]:
                 "production",
             )
         )
+    if settings.audit_checkpoint_key is None and settings.env == "production":
+        # A warning, not a refusal: deployments configured before checkpoints existed keep
+        # starting (docs/audit.md, "Decision — checkpoints are not mandatory").
+        problems.append(
+            Problem(
+                "AUTHKEEP_AUDIT_CHECKPOINT_KEY",
+                "AUTHKEEP_AUDIT_CHECKPOINT_KEY is not set: no signed checkpoints of the audit "
+                "log, so a database owner can rewrite a whole chain unnoticed; set it (from "
+                "'authkeep audit checkpoint-key') or run 'authkeep audit checkpoint' from a "
+                "job that holds the key",
+                "warning",
+            )
+        )
     if (
         settings.database_url.startswith("postgresql")
         and settings.migrations_url == settings.database_url
@@ -401,7 +515,76 @@ def find_problems(settings: Settings) -> list[Problem]:
                 "warning",
             )
         )
+    problems += _mail_problems(settings)
     return problems
+
+
+def _mail_problems(settings: Settings) -> list[Problem]:
+    """Where production email would leak a link or a password, or go nowhere."""
+    problems: list[Problem] = []
+    if settings.mail_backend == "console":
+        problems.append(
+            Problem(
+                "AUTHKEEP_EMAIL_BACKEND",
+                "AUTHKEEP_EMAIL_BACKEND is console (the default): emails, with their "
+                "single-use links, are printed to stdout and nobody receives them; set it "
+                "to smtp (or file)",
+                "production",
+            )
+        )
+    if settings.public_url is None or not settings.public_url.startswith("https://"):
+        problems.append(
+            Problem(
+                "AUTHKEEP_PUBLIC_URL",
+                "AUTHKEEP_PUBLIC_URL is not an https:// URL: the links in emails would point "
+                "to localhost or travel in clear; set it, e.g. https://app.example.com",
+                "production",
+            )
+        )
+    loopback = settings.smtp_host in ("localhost", "127.0.0.1", "::1")
+    if (
+        settings.mail_backend == "smtp"
+        and settings.smtp_tls == "none"
+        and settings.smtp_password is not None
+        and not loopback
+    ):
+        problems.append(
+            Problem(
+                "AUTHKEEP_SMTP_TLS",
+                "AUTHKEEP_SMTP_TLS is none with a password: the SMTP credentials and every "
+                "email would cross the network in clear; use starttls or ssl",
+                "production",
+            )
+        )
+    return problems
+
+
+def _idle_timeout_problems(settings: Settings) -> list[Problem]:
+    idle = settings.session_idle_timeout
+    if idle > settings.session_lifetime:
+        return [
+            Problem(
+                "AUTHKEEP_SESSION_IDLE_TIMEOUT",
+                f"AUTHKEEP_SESSION_IDLE_TIMEOUT ({idle}) is longer than the absolute session "
+                f"lifetime, AUTHKEEP_REFRESH_TOKEN_EXPIRE_DAYS ({settings.session_lifetime}); "
+                "lower it or raise the lifetime",
+                "refuse",
+            )
+        ]
+    access = timedelta(minutes=settings.access_token_expire_minutes)
+    if idle < access:
+        # Clients refresh when their access token runs out: a shorter idle timeout would end
+        # every session at its first refresh.
+        return [
+            Problem(
+                "AUTHKEEP_SESSION_IDLE_TIMEOUT",
+                f"AUTHKEEP_SESSION_IDLE_TIMEOUT ({idle}) is shorter than the access-token "
+                f"lifetime, AUTHKEEP_ACCESS_TOKEN_EXPIRE_MINUTES ({access}), so every session "
+                "would end at its first refresh; raise it",
+                "refuse",
+            )
+        ]
+    return []
 
 
 def load_or_create_dev_secret(path: Path) -> tuple[str, bool]:

@@ -65,6 +65,8 @@ def production(env: pytest.MonkeyPatch) -> None:
     env.setenv("AUTHKEEP_TRUSTED_HOSTS", '["api.example.com"]')
     env.setenv("AUTHKEEP_DATABASE_URL", "postgresql+asyncpg://app:db-pass-123@db:5432/authkeep")
     env.setenv("AUTHKEEP_REDIS_URL", "redis://:redis-pass-456@cache:6379/0")
+    env.setenv("AUTHKEEP_EMAIL_BACKEND", "smtp")
+    env.setenv("AUTHKEEP_PUBLIC_URL", "https://app.example.com")
 
 
 class TestCheckConfig:

@@ -119,6 +119,9 @@ def deployment(
             "AUTHKEEP_REDIS_URL": redis_available,
             "AUTHKEEP_REDIS_PREFIX": f"authkeep-deploy:{uuid.uuid4().hex[:12]}:",
             "AUTHKEEP_TRUSTED_HOSTS": '["localhost", "127.0.0.1"]',
+            "AUTHKEEP_EMAIL_BACKEND": "file",
+            "AUTHKEEP_EMAIL_FILE_DIR": str(workdir / "mail"),
+            "AUTHKEEP_PUBLIC_URL": "https://app.example.com",
             "AUTHKEEP_HASH_WORKERS": "1",
             "AUTHKEEP_LOG_LEVEL": "WARNING",
         }
@@ -165,3 +168,63 @@ async def test_the_deployment_target_is_genuine(
         )
         assert response.status_code == 200
         assert response.json()["email"] == attacker.email
+
+
+OVERSIZED_BODY = 5 * 1024 * 1024
+OVERSIZED_HEADER = 200 * 1024
+
+
+async def _exchange(port: int, head: bytes, body: list[bytes]) -> tuple[int | str, bytes]:
+    """Send a whole request before reading anything (as most clients do), then read the answer
+    to the end: its status (or the socket error in its place) and its body."""
+    try:
+        async with asyncio.timeout(30):
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, local_addr=("127.0.0.9", 0)
+            )
+            try:
+                writer.write(head)
+                for chunk in body:
+                    writer.write(chunk)
+                    await writer.drain()
+                answer = await reader.read()
+            finally:
+                writer.close()
+    except OSError as exc:  # a reset: the answer never reached the client
+        return type(exc).__name__, b""
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+async def test_oversized_requests_get_their_answer_not_a_reset(deployment: Deployment) -> None:
+    """A 5 MB body (declared or chunked) and a 200 kB header, sent whole by a client that reads
+    only afterwards, get their 413 and 431 from every worker. Before the lingering close, the
+    workers answered and closed at once, and the unread rest made the kernel reset the
+    connection: most of these clients saw "connection reset" instead."""
+    port = int(deployment.server.url.rsplit(":", 1)[1])
+    piece = b"x" * 65536
+    pieces = [piece] * (OVERSIZED_BODY // len(piece))
+    post = b"POST /api/v1/auth/register HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    post += b"Content-Type: application/json\r\n"
+    declared = post + b"Content-Length: %d\r\n\r\n" % OVERSIZED_BODY
+    chunked = post + b"Transfer-Encoding: chunked\r\n\r\n"
+    chunks = [b"%x\r\n%s\r\n" % (len(piece), piece)] * len(pieces) + [b"0\r\n\r\n"]
+    header = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * OVERSIZED_HEADER
+    cases = [(declared, pieces, 413), (chunked, chunks, 413), (header + b"\r\n\r\n", [], 431)]
+    rounds = 3 * WORKERS
+    limit = asyncio.Semaphore(2 * WORKERS)
+
+    async def one(head: bytes, body: list[bytes]) -> tuple[int | str, bytes]:
+        async with limit:
+            return await _exchange(port, head, body)
+
+    results = await asyncio.gather(
+        *(one(head, body) for _ in range(rounds) for head, body, _status in cases)
+    )
+    expected = [status for _ in range(rounds) for _head, _body, status in cases]
+    assert [status for status, _ in results] == expected
+    details = {json.loads(body)["detail"] for _, body in results}
+    assert details == {
+        "Request body too large (limit 1048576 bytes)",
+        "Request header fields too large (limit 16384 bytes)",
+    }

@@ -413,6 +413,26 @@ async def test_admin_routes_answer_only_inside_the_allow_list(fenced: FastAPI) -
         assert (await outside.get("/api/v1/auth/me", headers=root)).status_code == 200
 
 
+@pytest.mark.parametrize("forwarded", ["garbage", "", "unknown", f"{INSIDE[0]},"])
+async def test_an_unparsable_forwarded_chain_is_refused_even_from_an_allowed_proxy(
+    make_settings: Callable[..., Settings], forwarded: str
+) -> None:
+    # An internal proxy inside the admin network: a chain it relays that does not parse must
+    # not be taken for the proxy's own (allowed) address.
+    inner_proxy = "10.20.0.1"
+    application = create_app(
+        make_settings(admin_allowed_ips=[ADMIN_NET], trusted_proxies=[inner_proxy])
+    )
+    async with running(application), client_for(application, (inner_proxy, 443)) as proxy:
+        root = await make_root(application, proxy)
+        garbage = await proxy.get(USERS, headers={**root, "X-Forwarded-For": forwarded})
+        relayed = await proxy.get(USERS, headers={**root, "X-Forwarded-For": INSIDE[0]})
+        unknown_path = await proxy.get("/api/v1/no-such-route", headers=root)
+    assert garbage.status_code == 404, garbage.text
+    assert garbage.json() == unknown_path.json()
+    assert relayed.status_code == 200, relayed.text
+
+
 async def test_outsiders_learn_nothing_from_bodies_or_methods(fenced: FastAPI) -> None:
     # Inside the list, a malformed body is a 422 and a wrong method a 405; outside, both
     # must be the unknown path's 404, or a scanner would learn that the routes exist.

@@ -164,7 +164,7 @@ async def test_refresh_token_reuse(app: FastAPI, client: httpx.AsyncClient) -> N
     row = await only(app, Action.REFRESH_REUSE)
     same_request(row, replay)
     assert (row.outcome, str(row.actor_user_id)) == ("failure", user["id"])
-    assert row.details == {"sessions_revoked": 1}
+    assert row.details == {"sessions_revoked": 1, "reason": "outside_grace_window"}
     assert len(await app_rows(app, Action.REFRESH)) == 1
 
 
@@ -320,6 +320,9 @@ async def test_configuration_problems_at_start(
         "AUTHKEEP_TRUSTED_HOSTS",
         *(() if settings.redis_url else ("AUTHKEEP_REDIS_URL",)),
         *(("AUTHKEEP_DATABASE_URL",) if settings.database_url.startswith("sqlite") else ()),
+        # Production must choose a mail transport and an https public URL for its links.
+        *(() if settings.email_backend else ("AUTHKEEP_EMAIL_BACKEND",)),
+        *(() if (settings.public_url or "").startswith("https://") else ("AUTHKEEP_PUBLIC_URL",)),
     }
     # A second worker starting on the same database records nothing new.
     async with running(create_app(settings)):

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 
@@ -101,8 +102,17 @@ async def test_the_authorize_button_flow_works(client: httpx.AsyncClient) -> Non
     assert me.status_code == 200
 
 
-async def test_production_serves_no_docs(make_settings: Callable[..., Settings]) -> None:
-    settings = make_settings(env="production", secret_key=STRONG, trusted_hosts=["localhost"])
+async def test_production_serves_no_docs(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings(
+        env="production",
+        secret_key=STRONG,
+        trusted_hosts=["localhost"],
+        email_backend="file",
+        email_file_dir=tmp_path,
+        public_url="https://app.example.com",
+    )
     assert settings.is_production
     app = create_app(settings)
     async with running(app), client_for(app) as http:

@@ -102,6 +102,20 @@ async def test_the_allow_list_uses_the_proxy_aware_client_ip(
     assert (allowed.status_code, refused.status_code, spoofed.status_code) == (200, 404, 404)
 
 
+@pytest.mark.parametrize("forwarded", ["garbage", "", "unknown", "192.0.2.9, _hidden"])
+async def test_an_unparsable_forwarded_chain_is_an_unknown_client_and_refused(
+    make_settings: Callable[..., Settings], forwarded: str
+) -> None:
+    # The default allow-list is loopback, and the proxy is on loopback: falling back to the
+    # proxy's own address when the chain does not parse served the metrics to anyone.
+    application = create_app(make_settings(trusted_proxies=["127.0.0.1"]))
+    async with running(application), client_for(application, ("127.0.0.1", 443)) as proxy:
+        garbage = await proxy.get("/metrics", headers={"X-Forwarded-For": forwarded})
+        outside = await proxy.get("/metrics", headers={"X-Forwarded-For": "1.2.3.4"})
+        own = await proxy.get("/metrics")  # the proxy host's own scraper, no header
+    assert (garbage.status_code, outside.status_code, own.status_code) == (404, 404, 200)
+
+
 async def test_login_storm_counters_equal_the_requests(
     client: httpx.AsyncClient, scraper: httpx.AsyncClient
 ) -> None:

@@ -231,6 +231,26 @@ async def test_an_attacker_cannot_lock_the_owner_out(
         assert (await post_login(owner)).status_code == 200
 
 
+async def test_an_unknown_client_is_never_remembered_as_the_owners_address(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """The owner signs in through a proxy that sends a broken forwarded chain: that is no
+    address of theirs, so an attacker behind the same broken chain gets no known-client tiers."""
+    settings = make_settings(
+        login_account_failure_limits="3 per hour", trusted_proxies=["10.0.0.0/8"]
+    )
+    garbage = {"X-Forwarded-For": "garbage"}
+    credentials = {"email": "alice@example.com", "password": PASSWORD}
+    async with serving(settings) as (app, http), peer(app, "10.1.2.3") as proxy:
+        await register(http)
+        assert (await proxy.post(LOGIN, json=credentials, headers=garbage)).status_code == 200
+        for n in range(3):
+            async with peer(app, f"198.51.100.{n + 1}") as attacker:
+                assert (await post_login(attacker, password="guess")).status_code == 401
+        refused = await proxy.post(LOGIN, json=credentials, headers=garbage)
+        assert refused.status_code == 429, refused.text
+
+
 async def test_login_refusals_are_logged_without_the_email(
     make_settings: Callable[..., Settings], log_output: Any
 ) -> None:
@@ -309,6 +329,45 @@ async def test_forwarded_for_from_a_trusted_proxy_names_the_client(
         assert allowed in (5, 6)
         assert (await via_proxy("198.51.100.2")()).status_code == 200
         assert (await via_proxy("198.51.100.1")()).status_code == 429
+
+
+async def test_unparsable_forwarded_chains_share_one_bucket_apart_from_the_proxy(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(rate_limit_per_minute=5, trusted_proxies=["10.0.0.0/8"])
+    async with serving(settings) as (app, _http), peer(app, "10.1.2.3") as proxy:
+        fresh = iter(range(100))
+
+        def garbage() -> Awaitable[httpx.Response]:
+            # A new value each time: garbage must not open a new bucket per request.
+            return proxy.get(JWKS, headers={"X-Forwarded-For": f"garbage-{next(fresh)}"})
+
+        allowed, _refused = await allowed_before_refusal(garbage, 12)
+        assert allowed in (5, 6)
+        assert (await proxy.get(JWKS, headers={"X-Forwarded-For": ""})).status_code == 429
+        # Neither the proxy's own address nor a real client behind it paid for that.
+        assert (await proxy.get(JWKS)).status_code == 200
+        relayed = await proxy.get(JWKS, headers={"X-Forwarded-For": "198.51.100.1"})
+        assert relayed.status_code == 200
+
+
+async def test_a_route_limit_counts_an_unknown_client_apart_from_the_proxy(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(register_rate_limit="1/hour", trusted_proxies=["10.0.0.0/8"])
+    async with serving(settings) as (app, _http), peer(app, "10.1.2.3") as proxy:
+
+        def sign_up(email: str, forwarded: str | None) -> Awaitable[httpx.Response]:
+            headers = {} if forwarded is None else {"X-Forwarded-For": forwarded}
+            body = {"email": email, "password": PASSWORD}
+            return proxy.post(REGISTER, json=body, headers=headers)
+
+        first = await sign_up("one@example.com", "garbage")
+        second = await sign_up("two@example.com", "other garbage")
+        own = await sign_up("three@example.com", None)
+    assert first.status_code in (201, 202), first.text
+    assert_refusal(second, 1)
+    assert own.status_code in (201, 202), own.text
 
 
 async def _two_users(app: FastAPI) -> tuple[str, str]:

@@ -47,6 +47,7 @@ async def test_sessions_lists_live_sessions_and_marks_the_current(
         "created_at",
         "last_used_at",
         "expires_at",
+        "idle_expires_at",
         "ip",
         "user_agent",
         "current",

@@ -125,6 +125,20 @@ def test_disabled_limits_build_no_storage() -> None:
     assert not limits.enabled
 
 
+async def test_the_password_strength_limit_fails_closed() -> None:
+    # Each meter call costs zxcvbn work: without its counter, one client could spend a core.
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    limits = RateLimits.from_settings(Settings(env="test", redis_url=dead), pepper=b"p")
+    before = storage_errors("password_strength", "refused")
+    try:
+        with pytest.raises(LimiterUnavailable):
+            await limits.enforce("password_strength", "ip:192.0.2.1")
+        assert await limits.enforce("refresh", "ip:192.0.2.1") is None  # fails open
+    finally:
+        await limits.close()
+    assert storage_errors("password_strength", "refused") == before + 1
+
+
 # -- settings and check-config -----------------------------------------------------------------
 
 
@@ -134,6 +148,7 @@ def test_disabled_limits_build_no_storage() -> None:
         ("login_rate_limit", "5 per fortnight"),
         ("login_rate_limit", "5/minute; 10/hour"),
         ("register_rate_limit", "lots"),
+        ("password_strength_rate_limit", "30/minute; 100/hour"),
         ("login_account_failure_limits", "10 per 15 minutes; soon"),
     ],
 )
@@ -173,6 +188,7 @@ def test_check_config_prints_every_limit(monkeypatch: pytest.MonkeyPatch) -> Non
         "REGISTER_RATE_LIMIT",
         "REFRESH_RATE_LIMIT",
         "PASSWORD_CHANGE_RATE_LIMIT",
+        "PASSWORD_STRENGTH_RATE_LIMIT",
     ):
         assert f"AUTHKEEP_{name}" in lines, name
     assert lines["AUTHKEEP_REGISTER_RATE_LIMIT"].endswith("3 per hour")

@@ -32,6 +32,8 @@ def make(**values: Any) -> Settings:
     """Settings from ``values`` only; production ones get its mandatory host list."""
     if values.get("env") == "production":
         values.setdefault("trusted_hosts", ["api.example.com"])
+        values.setdefault("email_backend", "smtp")
+        values.setdefault("public_url", "https://app.example.com")
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
@@ -144,6 +146,8 @@ def test_trusted_hosts_from_the_environment_count_as_set(monkeypatch: pytest.Mon
     monkeypatch.setenv("AUTHKEEP_ENV", "production")
     monkeypatch.setenv("AUTHKEEP_SECRET_KEY", STRONG)
     monkeypatch.setenv("AUTHKEEP_TRUSTED_HOSTS", '["api.example.com"]')
+    monkeypatch.setenv("AUTHKEEP_EMAIL_BACKEND", "smtp")
+    monkeypatch.setenv("AUTHKEEP_PUBLIC_URL", "https://app.example.com")
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert settings.is_production
     assert settings.trusted_hosts == ["api.example.com"]
@@ -199,6 +203,8 @@ def test_inspected_settings_of_a_sound_production_configuration_have_no_blocking
         trusted_hosts=["api.example.com"],
         database_url="postgresql+asyncpg://app@db/authkeep",
         redis_url="redis://cache:6379/0",
+        email_backend="smtp",
+        public_url="https://app.example.com",
     )
     assert [p for p in find_problems(inspected) if p.blocks("production")] == []
 
@@ -263,3 +269,31 @@ def test_argon2_defaults_are_owasp() -> None:
         2,
         1,
     )
+
+
+def test_audit_checkpoint_keys_must_be_ed25519_base64url() -> None:
+    from authkeep.security.audit_signing import CheckpointSigner
+
+    signer = CheckpointSigner.generate()
+    accepted = make(
+        audit_checkpoint_key=signer.private_text(),
+        audit_checkpoint_public_keys=[signer.public_text],
+    )
+    assert accepted.audit_checkpoint_key is not None
+    assert "AUTHKEEP_AUDIT_CHECKPOINT_KEY" in refusal(audit_checkpoint_key="not-a-key")
+    assert "AUTHKEEP_AUDIT_CHECKPOINT_PUBLIC_KEYS" in refusal(
+        audit_checkpoint_public_keys=[signer.public_text, "A" * 44]
+    )
+
+
+def test_production_without_a_checkpoint_key_is_warned_not_refused() -> None:
+    settings = InspectedSettings(_env_file=None, env="production", secret_key=STRONG)  # type: ignore[call-arg]
+    [problem] = [p for p in find_problems(settings) if p.setting == "AUTHKEEP_AUDIT_CHECKPOINT_KEY"]
+    assert problem.level == "warning"
+    assert "rewrite" in problem.message
+
+
+def test_the_default_checkpoint_key_file_is_git_ignored() -> None:
+    default = Settings.model_fields["audit_checkpoint_key_file"].default
+    gitignore = Path(__file__).resolve().parents[2] / ".gitignore"
+    assert str(default) in {line.strip() for line in gitignore.read_text().splitlines()}

@@ -529,11 +529,14 @@ async def search(
 
 
 async def walk(
-    conn: AsyncConnection, where: AuditFilter | None = None, *, batch: int = 1000
+    conn: AsyncConnection,
+    where: AuditFilter | None = None,
+    *,
+    batch: int = 1000,
+    after: int = 0,
 ) -> AsyncIterator[EntryRecord]:
-    """Every matching row, oldest first, fetched ``batch`` rows at a time (keyset paging,
-    so memory stays flat and no cursor stays open on the server)."""
-    after = 0
+    """Every matching row with ``id > after``, oldest first, fetched ``batch`` rows at a
+    time (keyset paging, so memory stays flat and no cursor stays open on the server)."""
     stmt = _select(where or AuditFilter()).order_by(AuditEntry.id)
     while True:
         rows = (await conn.execute(stmt.where(AuditEntry.id > after).limit(batch))).all()
@@ -542,6 +545,46 @@ async def walk(
         if len(rows) < batch:
             return
         after = rows[-1][0]
+
+
+@dataclass(frozen=True, slots=True)
+class HeadRow:
+    """The newest row of a chain, and how many rows the chain holds."""
+
+    org_id: uuid.UUID | None
+    head_id: int
+    head_hash: str
+    head_at: datetime
+    rows: int
+
+    @property
+    def chain(self) -> str:
+        """The chain's key."""
+        return chain_key(self.org_id)
+
+
+async def chain_heads(conn: AsyncConnection) -> list[HeadRow]:
+    """Every chain's head row and row count (one pass over the ``(org_id, id)`` index)."""
+    tops = (
+        await conn.execute(
+            select(AuditEntry.org_id, func.max(AuditEntry.id), func.count()).group_by(
+                AuditEntry.org_id
+            )
+        )
+    ).all()
+    counts = {int(top[1]): int(top[2]) for top in tops}
+    heads = []
+    ids = sorted(counts)
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start : start + 1000]
+        found = await conn.execute(
+            select(AuditEntry.id, AuditEntry.org_id, AuditEntry.hash, AuditEntry.at).where(
+                AuditEntry.id.in_(chunk)
+            )
+        )
+        for row_id, org_id, row_hash, at in found:
+            heads.append(HeadRow(org_id, int(row_id), str(row_hash), at, counts[int(row_id)]))
+    return sorted(heads, key=lambda head: head.chain)
 
 
 async def purge_anchors(conn: AsyncConnection) -> dict[str, set[str]]:

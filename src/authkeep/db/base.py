@@ -19,6 +19,18 @@ NAMING_CONVENTION = {
 }
 
 
+BIGINT_MAX = 2**63 - 1
+"""The largest id a BIGINT (PostgreSQL) or INTEGER (SQLite) column holds: a number decoded
+from client input is checked against it before it reaches a query, where the driver would
+fail with an overflow (a 500) instead."""
+
+
+IP_LENGTH = 45
+"""Length of every IP column: the longest IPv6 text form (an IPv4-mapped address in full)."""
+USER_AGENT_LENGTH = 256
+"""Length of the user-agent column."""
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """A timezone-aware UTC timestamp on every backend.
 

@@ -28,6 +28,8 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from authkeep.db import after_commit
+
 _WRITE = "authkeep_write"
 PING_AFTER_IDLE_SECONDS = 5.0
 
@@ -155,9 +157,19 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction: committed when the block ends, rolled back if it raises."""
-        async with self._write_engine.begin() as conn:
-            yield conn
+        """A write transaction: committed when the block ends, rolled back if it raises.
+        Callbacks registered with :func:`authkeep.db.after_commit.after_commit` run after
+        the commit (e.g. the outbox waking its worker)."""
+        opened: AsyncConnection | None = None
+        try:
+            async with self._write_engine.begin() as conn:
+                opened = conn
+                yield conn
+        except BaseException:
+            if opened is not None:
+                after_commit.discard(opened)
+            raise
+        after_commit.run(conn)
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncConnection]:

@@ -87,6 +87,9 @@ class RefreshToken(Base):
     spent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     successor_jti: Mapped[str | None] = mapped_column(String(32))
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # SHA-256 of the User-Agent of the request that spent this token: a replay inside the
+    # grace window gets the successor back only from the same client software.
+    rotated_agent_hash: Mapped[str | None] = mapped_column(String(64))
 
 
 class AuditEntry(Base):
@@ -200,3 +203,36 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (CheckConstraint(_ROLE_CHECK, name="role"),)
+
+
+OUTBOX_STATUS_CHECK = "status IN ('pending', 'sending', 'sent', 'dead')"
+
+
+class OutboxMessage(Base):
+    """A message to deliver (an email, later a webhook), written in the transaction of the
+    change that causes it and delivered by ``authkeep.services.outbox``.
+
+    ``locked_by``/``locked_until`` are a worker's lease: a message whose lease ran out (its
+    worker died) is claimed again. ``dedup_key`` makes enqueueing idempotent. Once the message
+    is sent or dead, ``payload`` is scrubbed of its context (links with single-use tokens).
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    kind: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON().with_variant(JSONB(), "postgresql"))
+    dedup_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    locked_by: Mapped[str | None] = mapped_column(String(64))
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint(OUTBOX_STATUS_CHECK, name="status"),
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+    )

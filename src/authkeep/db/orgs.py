@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Row, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -271,16 +271,25 @@ async def session_org(conn: AsyncConnection, session_id: uuid.UUID) -> ActiveOrg
 
 
 async def set_session_org(
-    conn: AsyncConnection, session_id: uuid.UUID, user_id: uuid.UUID, org_id: uuid.UUID
+    conn: AsyncConnection,
+    session_id: uuid.UUID,
+    user_id: uuid.UUID,
+    org_id: uuid.UUID,
+    *,
+    now: datetime,
+    idle_timeout: timedelta,
 ) -> bool:
     """Make ``org_id`` the live session's active organization; False if the session is not
-    the user's or not live."""
+    the user's or not live (revoked, past its absolute expiry, or idle for
+    ``idle_timeout``)."""
     result = await conn.execute(
         update(AuthSession)
         .where(
             AuthSession.id == session_id,
             AuthSession.user_id == user_id,
             AuthSession.revoked_at.is_(None),
+            AuthSession.expires_at > now,
+            AuthSession.last_used_at > now - idle_timeout,
         )
         .values(org_id=org_id)
     )

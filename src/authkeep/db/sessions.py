@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import cast
 
 from sqlalchemy import Table, and_, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from authkeep.db.base import IP_LENGTH, USER_AGENT_LENGTH
 from authkeep.db.models import AuthSession, RefreshToken
+from authkeep.security.text import clip
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,9 +28,14 @@ class SessionRecord:
     ip: str | None
     user_agent: str | None
 
-    def is_live(self, now: datetime) -> bool:
-        """Neither revoked nor expired."""
-        return self.revoked_at is None and self.expires_at > now
+    def idle_expires_at(self, idle_timeout: timedelta) -> datetime:
+        """When the session ends unless refreshed first: ``idle_timeout`` after its last use,
+        never past its absolute expiry."""
+        return min(self.last_used_at + idle_timeout, self.expires_at)
+
+    def is_live(self, now: datetime, idle_timeout: timedelta) -> bool:
+        """Neither revoked, nor past its absolute expiry, nor idle for ``idle_timeout``."""
+        return self.revoked_at is None and self.idle_expires_at(idle_timeout) > now
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +51,7 @@ class RefreshRecord:
     spent_at: datetime | None
     successor_jti: str | None
     revoked_at: datetime | None
+    rotated_agent_hash: str | None
 
 
 _SESSION_COLUMNS = (
@@ -70,6 +78,7 @@ _REFRESH_COLUMNS = (
     RefreshToken.spent_at,
     RefreshToken.successor_jti,
     RefreshToken.revoked_at,
+    RefreshToken.rotated_agent_hash,
 )
 
 
@@ -93,8 +102,10 @@ async def create_session(
             "created_at": now,
             "last_used_at": now,
             "expires_at": expires_at,
-            "ip": ip,
-            "user_agent": user_agent,
+            # Reported by the client, so recorded, never refused: an over-long or binary
+            # value must not fail the login it describes.
+            "ip": clip(ip, IP_LENGTH),
+            "user_agent": clip(user_agent, USER_AGENT_LENGTH),
             "org_id": org_id,
         },
     )
@@ -110,15 +121,17 @@ async def get_session(conn: AsyncConnection, session_id: uuid.UUID) -> SessionRe
 
 
 async def live_sessions(
-    conn: AsyncConnection, user_id: uuid.UUID, now: datetime
+    conn: AsyncConnection, user_id: uuid.UUID, now: datetime, idle_timeout: timedelta
 ) -> list[SessionRecord]:
-    """A user's sessions that are neither revoked nor expired, most recently used first."""
+    """A user's sessions that are neither revoked, expired nor idle for ``idle_timeout``,
+    most recently used first."""
     rows = await conn.execute(
         select(*_SESSION_COLUMNS)
         .where(
             AuthSession.user_id == user_id,
             AuthSession.revoked_at.is_(None),
             AuthSession.expires_at > now,
+            AuthSession.last_used_at > now - idle_timeout,
         )
         .order_by(AuthSession.last_used_at.desc())
     )
@@ -207,14 +220,22 @@ async def insert_refresh(
 async def get_refresh(conn: AsyncConnection, jti: str) -> RefreshRecord | None:
     """One stored refresh token."""
     row = (await conn.execute(select(*_REFRESH_COLUMNS).where(RefreshToken.jti == jti))).first()
-    return RefreshRecord(*row) if row else None
+    # By name: SQLAlchemy types a select of more than nine columns as open-ended.
+    return RefreshRecord(**row._asdict()) if row else None
 
 
 async def spend_refresh(
-    conn: AsyncConnection, *, jti: str, token_hash: str, successor_jti: str, now: datetime
+    conn: AsyncConnection,
+    *,
+    jti: str,
+    token_hash: str,
+    successor_jti: str,
+    agent_hash: str,
+    now: datetime,
 ) -> bool:
-    """Atomically mark a live refresh token spent. Exactly one concurrent caller wins: the
-    conditional UPDATE takes the row lock and re-checks ``spent_at`` after waiting for it."""
+    """Atomically mark a live refresh token spent by a client whose User-Agent hashes to
+    ``agent_hash``. Exactly one concurrent caller wins: the conditional UPDATE takes the row
+    lock and re-checks ``spent_at`` after waiting for it."""
     result = await conn.execute(
         update(RefreshToken)
         .where(
@@ -224,7 +245,7 @@ async def spend_refresh(
             RefreshToken.revoked_at.is_(None),
             RefreshToken.expires_at > now,
         )
-        .values(spent_at=now, successor_jti=successor_jti)
+        .values(spent_at=now, successor_jti=successor_jti, rotated_agent_hash=agent_hash)
     )
     return bool(result.rowcount == 1)
 

@@ -62,7 +62,9 @@ from authkeep.services.accounts import Accounts
 from authkeep.services.api_keys import ApiKeys
 from authkeep.services.audit import AuditLog
 from authkeep.services.audit_admin import AuditReader
+from authkeep.services.audit_checkpoints import scheduler_from_settings
 from authkeep.services.authn import Authenticator
+from authkeep.services.delivery import Delivery, build_delivery
 from authkeep.services.login_throttle import LoginThrottle
 from authkeep.services.orgs import Organizations
 from authkeep.services.platform_admin import PlatformAdmin
@@ -98,6 +100,8 @@ class Services:
     api_keys: ApiKeys
     platform_admin: PlatformAdmin
     redis: Redis | None
+    delivery: Delivery
+    """The outbox and mailer (``delivery.mailer.enqueue`` in a flow's transaction)."""
 
 
 def signing_secret(settings: Settings) -> str:
@@ -217,6 +221,7 @@ class Authkeep:
             accounts,
             publish,
             reuse_interval=timedelta(seconds=s.refresh_reuse_interval_seconds),
+            idle_timeout=s.session_idle_timeout,
             audit=audit,
         )
         rate_limits = RateLimits.from_settings(s, pepper=pepper_from(self.keys))
@@ -230,13 +235,16 @@ class Authkeep:
             authenticator=Authenticator(db, codec, revocations),
             audit=audit,
             audit_reader=AuditReader(db, audit),
-            orgs=Organizations(db, codec, audit, users_changed),
+            orgs=Organizations(
+                db, codec, audit, users_changed, idle_timeout=s.session_idle_timeout
+            ),
             api_keys=ApiKeys(db, audit),
             platform_admin=PlatformAdmin(db, accounts),
             stats=SessionStats(db),
             rate_limits=rate_limits,
             login_throttle=LoginThrottle(rate_limits, sessions),
             redis=redis,
+            delivery=build_delivery(s, db),
         )
         try:
             await self._check_start(db, audit)
@@ -271,20 +279,34 @@ class Authkeep:
         services, self._services = self._services, None
         if services is None:
             return
+        await services.delivery.stop()
         await services.revocations.close()
         await services.rate_limits.close()
         await services.db.close()
         if services.redis is not None:
             await services.redis.aclose()
         await asyncio.to_thread(services.hasher.close)
+        await asyncio.to_thread(services.accounts.close)
 
     @asynccontextmanager
     async def lifespan(self, _app: Any = None) -> AsyncIterator[None]:
         """Start on entry, stop on exit (use as, or inside, a FastAPI lifespan)."""
-        await self.start()
+        services = await self.start()
+        # Signed audit checkpoints every AUTHKEEP_AUDIT_CHECKPOINT_INTERVAL_SECONDS, in the
+        # serving process only (not in CLI commands that call start()).
+        checkpoints = scheduler_from_settings(self.settings, services.db)
+        if checkpoints is not None:
+            checkpoints.start()
+        # The outbox is delivered by the serving process itself (the embedded default needs
+        # nothing else) unless `authkeep worker` does it (AUTHKEEP_OUTBOX_IN_PROCESS=false);
+        # stop() ends it, the message in flight first.
+        if self.settings.outbox_in_process:
+            services.delivery.start_in_background()
         try:
             yield
         finally:
+            if checkpoints is not None:
+                await checkpoints.stop()
             await self.stop()
 
     async def readiness(self) -> Readiness:

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import Request
 from starlette.types import Scope
 
+from authkeep.http.client_ip import UNKNOWN_CLIENT
 from authkeep.http.deps import CurrentPrincipal, get_authkeep
 from authkeep.services.rate_limits import Decision, LimitReport, RouteRule
 
@@ -54,8 +55,13 @@ def limit_per_ip(rule: RouteRule) -> Callable[[Request], Awaitable[None]]:
         if not limits.enabled:
             return
         state = request.scope.get("state", {})
-        ip = state.get("client_ip") or (request.client.host if request.client else "unknown")
-        await limits.enforce(rule, f"ip:{ip}", report_of(request.scope))
+        if "client_ip" in state:
+            # None is an unknown client (e.g. an unparsable X-Forwarded-For from a trusted
+            # proxy): it shares one bucket, and never spends the proxy's own.
+            ip = state["client_ip"]
+        else:  # the request-context middleware is not installed
+            ip = request.client.host if request.client else None
+        await limits.enforce(rule, f"ip:{ip or UNKNOWN_CLIENT}", report_of(request.scope))
 
     return dependency
 

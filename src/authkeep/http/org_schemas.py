@@ -11,11 +11,11 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, StringConstraints
 
+from authkeep.http.fields import Name, UTCDatetime
 from authkeep.security.permissions import Role
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 RoleName = Literal["admin", "editor", "viewer"]
 
 
@@ -82,7 +82,7 @@ class ApiKeyIn(_In):
 
     name: Name
     role: RoleName = "viewer"
-    expires_at: AwareDatetime | None = None
+    expires_at: UTCDatetime | None = None
 
 
 class ApiKeyOut(BaseModel):

@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-import unicodedata
 import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from authkeep.security.password_policy import MAX_LENGTH
+from authkeep.http.fields import CleanText, DisplayName
+from authkeep.security.password_policy import MAX_LENGTH, MIN_SCORE
 
 Email = Annotated[
     str,
@@ -21,21 +21,11 @@ Password = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LENGTH)
 NewPassword = Annotated[
     str,
     StringConstraints(max_length=MAX_LENGTH),
-    Field(description="8 to 1024 characters; not a common password, not your email"),
-]
-
-
-def _no_control_characters(value: str) -> str:
-    # NUL makes PostgreSQL refuse the row (a 500), and other control characters (newlines,
-    # escapes) let a name forge lines in logs and admin screens. Zero-width joiners stay
-    # allowed: several scripts need them in ordinary names.
-    if any(unicodedata.category(ch) == "Cc" for ch in value):
-        raise ValueError("must not contain control characters")
-    return value
-
-
-DisplayName = Annotated[
-    str, StringConstraints(max_length=200), AfterValidator(_no_control_characters)
+    Field(
+        description="8 to 1024 characters; not a common password; must not contain your "
+        "email, its local part, your name or 'authkeep'; zxcvbn score 3 or more "
+        "(try it with POST /api/v1/auth/password/strength)"
+    ),
 ]
 
 
@@ -71,6 +61,30 @@ class PasswordChangeIn(_In):
     new_password: NewPassword
 
 
+class PasswordStrengthIn(_In):
+    """``POST /auth/password/strength``: a candidate password and, optionally, the email
+    and name it would go with (they count as words an attacker tries first). The email
+    need not be complete: a sign-up form sends what has been typed so far."""
+
+    password: Annotated[str, StringConstraints(max_length=MAX_LENGTH)]
+    email: Annotated[CleanText, StringConstraints(max_length=320)] | None = None
+    full_name: DisplayName | None = None
+
+
+class PasswordStrengthOut(BaseModel):
+    """How a candidate password fares against the password policy. Never the password."""
+
+    score: int = Field(ge=0, le=4, description="zxcvbn's score: 0 (too guessable) to 4")
+    min_score: int = Field(default=MIN_SCORE, description="The score a new password needs")
+    acceptable: bool = Field(description="Whether register and password change accept it")
+    problems: list[str] = Field(
+        description="Every rule it breaks, as register would say it; empty when acceptable"
+    )
+    warning: str = Field(description="What makes it guessable; empty when nothing stands out")
+    suggestions: list[str] = Field(description="How to make it harder to guess")
+    guesses_log10: float = Field(description="log10 of the estimated guesses needed")
+
+
 class UserOut(BaseModel):
     """A user, as every client sees it. Never a hash."""
 
@@ -97,7 +111,11 @@ class SessionOut(BaseModel):
     id: uuid.UUID
     created_at: datetime
     last_used_at: datetime
-    expires_at: datetime
+    expires_at: datetime = Field(description="Absolute end of the session, refreshed or not.")
+    idle_expires_at: datetime = Field(
+        description="When the session ends unless refreshed first (the idle timeout after "
+        "its last refresh; never after expires_at)."
+    )
     ip: str | None
     user_agent: str | None
     current: bool

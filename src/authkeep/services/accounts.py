@@ -20,7 +20,7 @@ from authkeep.security.emails import (
     login_key,
     normalize_email,
 )
-from authkeep.security.password_policy import PasswordRejected, check_password
+from authkeep.security.password_policy import Assessment, PasswordPolicy, PasswordRejected
 from authkeep.security.passwords import PasswordHasher
 from authkeep.services.audit import SYSTEM, Action, Actor, AuditEvent, AuditLog
 from authkeep.services.context import RequestInfo
@@ -47,18 +47,12 @@ def valid_email(raw: str) -> str:
         raise FieldError("email", str(exc)) from None
 
 
-def valid_password(password: str, *, email: str | None, field: str = "password") -> None:
-    """Apply the password policy, as a FieldError on ``field``."""
-    try:
-        check_password(password, email=email)
-    except PasswordRejected as exc:
-        raise FieldError(field, str(exc)) from None
-
-
 class Accounts:
     """Use cases on accounts. ``publish`` spreads session revocations to every worker;
     ``users_changed`` invalidates every worker's cached copy of a user whose status changed;
-    ``audit`` records each change in the change's own transaction."""
+    ``audit`` records each change in the change's own transaction; ``password_policy``
+    judges new passwords (off the event loop; one is made when none is given, and
+    :meth:`close` stops it)."""
 
     def __init__(
         self,
@@ -68,12 +62,40 @@ class Accounts:
         audit: AuditLog | None = None,
         *,
         users_changed: Publish,
+        password_policy: PasswordPolicy | None = None,
     ) -> None:
         self._db = db
         self._hasher = hasher
+        self._policy = password_policy if password_policy is not None else PasswordPolicy()
         self._publish = publish
         self._users_changed = users_changed
         self._audit = audit if audit is not None else AuditLog(db)
+
+    def close(self) -> None:
+        """Stop the password policy's worker thread."""
+        self._policy.close()
+
+    async def valid_password(
+        self,
+        password: str,
+        *,
+        email: str | None,
+        full_name: str | None = None,
+        field: str = "password",
+    ) -> None:
+        """Apply the password policy, as a FieldError on ``field`` whose detail says what
+        to do (and never repeats the password)."""
+        try:
+            await self._policy.check(password, email=email, full_name=full_name)
+        except PasswordRejected as exc:
+            raise FieldError(field, str(exc)) from None
+
+    async def password_strength(
+        self, password: str, *, email: str | None = None, full_name: str | None = None
+    ) -> Assessment:
+        """How a sign-up page's candidate password fares against the policy (for a meter;
+        nothing is stored or logged)."""
+        return await self._policy.assess(password, email=email, full_name=full_name)
 
     async def register(
         self,
@@ -89,7 +111,7 @@ class Accounts:
 
         ``actor`` defaults to the new user (self-registration)."""
         stored = valid_email(email)
-        valid_password(password, email=stored)
+        await self.valid_password(password, email=stored, full_name=full_name)
         hashed = await self._hasher.hash(password)
         try:
             async with self._db.transaction() as conn:
@@ -190,7 +212,9 @@ class Accounts:
                 info,
             )
             raise FieldError("current_password", "Current password is incorrect")
-        valid_password(new_password, email=user.email, field="new_password")
+        await self.valid_password(
+            new_password, email=user.email, full_name=user.full_name, field="new_password"
+        )
         if current_password == new_password:
             raise FieldError("new_password", "New password must differ from the current one")
         hashed = await self._hasher.hash(new_password)

@@ -40,6 +40,7 @@ from authkeep.services.audit import Action, Actor, AuditEvent, AuditLog
 from authkeep.services.authn import ApiKeyIdentity, Principal
 from authkeep.services.authz import OrgAccess
 from authkeep.services.context import RequestInfo
+from authkeep.services.orgs import valid_name
 
 log = structlog.get_logger("authkeep.api_keys")
 
@@ -101,6 +102,7 @@ class ApiKeys:
     ) -> CreatedKey:
         """Create a key in the caller's organization (admins, with a user session)."""
         self._manager(access)
+        name = valid_name(name)
         now = utcnow()
         if expires_at is not None and expires_at <= now:
             raise FieldError("expires_at", "Expiry must be in the future")

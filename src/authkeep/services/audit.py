@@ -37,10 +37,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from authkeep import metrics
 from authkeep.db import audit as audit_rows
-from authkeep.db.base import utcnow
+from authkeep.db.base import IP_LENGTH, utcnow
 from authkeep.db.engine import Database
 from authkeep.db.models import AuditEntry
 from authkeep.logging import redact_mapping
+from authkeep.security.text import clip
 from authkeep.services.context import RequestInfo
 from authkeep.settings import Problem
 
@@ -165,7 +166,9 @@ class AuditLog:
             actor_user_id=event.actor.user_id,
             actor_api_key_id=event.actor.api_key_id,
             request_id=info.request_id if info else None,
-            ip=info.ip if info else None,
+            # Cut before hashing: the chain covers what is stored, and an over-long
+            # address must not fail (and so lose) the event it belongs to.
+            ip=clip(info.ip, IP_LENGTH) if info else None,
             entity_type=event.entity_type,
             entity_id=None if event.entity_id is None else str(event.entity_id)[:64],
             details=redact_mapping(dict(event.details)),

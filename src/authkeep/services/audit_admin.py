@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from authkeep.db import audit as audit_rows
 from authkeep.db.audit import AuditFilter, EntryRecord
-from authkeep.db.base import utcnow
+from authkeep.db.base import BIGINT_MAX, utcnow
 from authkeep.db.engine import Database
 from authkeep.db.models import AuditPolicy
 from authkeep.errors import PermissionDenied, PolicyViolation
@@ -33,6 +34,7 @@ from authkeep.services.context import RequestInfo
 
 MAX_PAGE = 500
 _CURSOR_PREFIX = "a1:"
+_CURSOR_ID = re.compile(r"[1-9][0-9]{0,18}")  # ASCII digits only: int() takes any script's
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,17 +55,18 @@ def encode_cursor(last_id: int) -> str:
 
 
 def decode_cursor(cursor: str) -> int:
-    """The row id inside a cursor; PolicyViolation when it is not one of ours."""
+    """The row id inside a cursor; PolicyViolation when it is not one of ours.
+
+    The id is bounded to what the id column holds: ``a1:99999999999999999999999`` once
+    reached the driver, which failed with an overflow (a 500)."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-        if not raw.startswith(_CURSOR_PREFIX):
-            raise ValueError(raw)
-        value = int(raw.removeprefix(_CURSOR_PREFIX))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, binascii.Error):  # UnicodeDecodeError is a ValueError
         raise PolicyViolation("Invalid cursor") from None
-    if value < 1:
+    digits = raw.removeprefix(_CURSOR_PREFIX)
+    if digits == raw or not _CURSOR_ID.fullmatch(digits) or int(digits) > BIGINT_MAX:
         raise PolicyViolation("Invalid cursor")
-    return value
+    return int(digits)
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,14 +80,18 @@ class LoginThrottle:
         await limits.forget("login_account_failures", cfg.login_account_failures, tiers_key)
         if tiers_key != account:
             await limits.forget("login_account_failures", cfg.login_account_failures, account)
-        if cfg.known_client is not None:
+        # An unknown client (a broken forwarded chain) is everyone behind that proxy: never
+        # remember it as the owner's address, or an attacker there would share the owner's tiers.
+        if cfg.known_client is not None and ip != _NO_IP:
             await limits.mark("login_known_client", cfg.known_client, _pair(account, ip))
         return pair
 
     async def _tiers_key(self, account: str, ip: str) -> str:
         known = self._limits.config.known_client
-        if known is not None and await self._limits.is_marked(
-            "login_known_client", known, _pair(account, ip)
+        if (
+            known is not None
+            and ip != _NO_IP
+            and await self._limits.is_marked("login_known_client", known, _pair(account, ip))
         ):
             return _pair(account, ip)
         return account

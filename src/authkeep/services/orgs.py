@@ -18,9 +18,9 @@ Each change and its audit row commit in one transaction, in the organization's a
 
 from __future__ import annotations
 
-import unicodedata
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 import structlog
 
@@ -32,6 +32,7 @@ from authkeep.db.orgs import MemberRecord, OrgRecord
 from authkeep.errors import Conflict, InvalidToken, NotFound, PermissionDenied
 from authkeep.security.emails import login_key
 from authkeep.security.permissions import Role
+from authkeep.security.text import TextRejected, clean_display_name
 from authkeep.security.tokens import TokenCodec
 from authkeep.services.accounts import FieldError
 from authkeep.services.audit import Action, Actor, AuditEvent, AuditLog
@@ -57,14 +58,14 @@ class OrgToken:
     role: Role
 
 
-def valid_name(raw: str) -> str:
-    """An organization name: trimmed, 1 to 100 characters, no control characters."""
-    name = unicodedata.normalize("NFC", raw.strip())
-    if not name or len(name) > NAME_MAX:
-        raise FieldError("name", f"Name must be 1 to {NAME_MAX} characters")
-    if any(unicodedata.category(ch) in {"Cc", "Cf", "Zl", "Zp"} for ch in name):
-        raise FieldError("name", "Name must not contain control or invisible characters")
-    return name
+def valid_name(raw: str, field: str = "name") -> str:
+    """A display name of 1 to 100 characters (an organization's, an API key's), trimmed and
+    NFC-normalised, without control, bidirectional-override or invisible characters
+    (:func:`~authkeep.security.text.clean_display_name`); else a FieldError on ``field``."""
+    try:
+        return clean_display_name(raw, max_length=NAME_MAX)
+    except TextRejected as exc:
+        raise FieldError(field, f"Name {exc}") from None
 
 
 def _human(principal: Principal) -> None:
@@ -82,12 +83,20 @@ class Organizations:
     apply on the member's next request in every worker."""
 
     def __init__(
-        self, db: Database, codec: TokenCodec, audit: AuditLog, users_changed: UsersChanged
+        self,
+        db: Database,
+        codec: TokenCodec,
+        audit: AuditLog,
+        users_changed: UsersChanged,
+        *,
+        idle_timeout: timedelta | None = None,
     ) -> None:
+        """``idle_timeout``: the sessions' idle timeout (None: their absolute lifetime)."""
         self._db = db
         self._codec = codec
         self._audit = audit
         self._users_changed = users_changed
+        self._idle_timeout = idle_timeout if idle_timeout is not None else codec.refresh_ttl
 
     def _event(
         self,
@@ -328,7 +337,16 @@ class Organizations:
             org = await org_rows.org_for_member(conn, org_id, principal.user.id)
             if org is None:
                 raise NotFound(ORG_NOT_FOUND)
-            if not await org_rows.set_session_org(conn, session_id, principal.user.id, org_id):
+            # Only a live session: a switch mints a fresh access token, and repeated switches
+            # would otherwise keep a session past its idle timeout and absolute end.
+            if not await org_rows.set_session_org(
+                conn,
+                session_id,
+                principal.user.id,
+                org_id,
+                now=utcnow(),
+                idle_timeout=self._idle_timeout,
+            ):
                 raise InvalidToken()
         access = self._codec.issue_access(
             user_id=str(principal.user.id),

@@ -14,12 +14,15 @@ rule                         counted per                         storage unreach
 ``register``                 client IP                           closed: 503
 ``refresh``                  client IP                           open: allowed, logged
 ``password_change``          user id                             closed: 503
+``password_strength``        client IP                           closed: 503
 ===========================  ==================================  =========================
 
 Limits that stand between an attacker and a password check (login, password change) or an
-enumeration oracle (register answers 409 for a taken email) fail closed; the others fail
-open, because refusing every request while Redis is down would turn a cache outage into a
-full outage. See ``docs/rate-limits.md`` for the numbers and why.
+enumeration oracle (register answers 409 for a taken email) fail closed, and so does the
+password-strength meter's (each call costs zxcvbn work, and the meter is useless while
+register refuses anyway); the others fail open, because refusing every request while Redis
+is down would turn a cache outage into a full outage. See ``docs/rate-limits.md`` for the
+numbers and why.
 
 Strategies: the global limit, hit by every request, uses the sliding-window counter (two
 counters per key, one Lua call); the others use the moving window, exact under any
@@ -85,8 +88,9 @@ Rule = Literal[
     "register",
     "refresh",
     "password_change",
+    "password_strength",
 ]
-RouteRule = Literal["register", "refresh", "password_change"]
+RouteRule = Literal["register", "refresh", "password_change", "password_strength"]
 
 LOGIN_UNAVAILABLE = "Login temporarily unavailable: rate limiter unreachable"
 _UNAVAILABLE = "Temporarily unavailable: rate limiter unreachable"
@@ -176,6 +180,7 @@ class LimitConfig:
     register: RateLimitItem
     refresh: RateLimitItem
     password_change: RateLimitItem
+    password_strength: RateLimitItem
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LimitConfig:
@@ -191,6 +196,7 @@ class LimitConfig:
             register=_parse_one(settings.register_rate_limit),
             refresh=_parse_one(settings.refresh_rate_limit),
             password_change=_parse_one(settings.password_change_rate_limit),
+            password_strength=_parse_one(settings.password_strength_rate_limit),
         )
 
     def route(self, rule: RouteRule) -> RateLimitItem:
@@ -339,8 +345,8 @@ class RateLimits:
             log.warning(
                 "rate_limiter_unavailable",
                 error=type(exc).__name__,
-                policy="global and refresh limits allow (fail open); login, register and "
-                "password-change limits refuse with 503 (fail closed)",
+                policy="global and refresh limits allow (fail open); login, register, "
+                "password-change and password-strength limits refuse with 503 (fail closed)",
             )
 
     def _unavailable(self, rule: Rule) -> None:

@@ -1,11 +1,15 @@
 """Sessions: login, refresh-token rotation with theft detection, logout, listing.
 
-A session is one login. Its refresh tokens form a family: each refresh spends the presented
-token and issues its successor. A spent token presented again is treated as theft — the
-legitimate client and the thief hold the same family, and the server cannot tell which is
-which — so the whole session is revoked. The exception is a retry inside a short grace window
-(a client whose first response was lost): it receives the very same successor, which is
-re-derived from stored facts (tokens are deterministic), so no token is kept in clear.
+A session is one login. It ends at the first of: its absolute expiry (set at login), an idle
+timeout (no refresh for that long: each refresh token expires then, and each refresh pushes
+it forward), logout or revocation. Its refresh tokens form a family: each refresh spends the
+presented token and issues its successor. A spent token presented again is treated as theft
+— the legitimate client and the thief hold the same family, and the server cannot tell which
+is which — so the whole session is revoked. The one exception is a retry inside a short grace
+window (a client whose first response was lost): while the successor is still unused, and
+only for a request with the User-Agent of the rotation, it receives the very same successor,
+which is re-derived from stored facts (tokens are deterministic), so no token is kept in
+clear.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from authkeep.db import users as user_rows
 from authkeep.db.base import utcnow
 from authkeep.db.engine import Database
 from authkeep.db.orgs import ActiveOrg
-from authkeep.db.sessions import SessionRecord
+from authkeep.db.sessions import RefreshRecord, SessionRecord
 from authkeep.db.users import UserRecord
 from authkeep.errors import InvalidToken, NotFound, TokenReused
 from authkeep.security.tokens import IssuedToken, TokenCodec
@@ -40,6 +44,12 @@ log = structlog.get_logger("authkeep.sessions")
 Publish = Callable[[Iterable[uuid.UUID]], Awaitable[None]]
 
 PURGE_BATCH = 1000
+
+
+def agent_digest(user_agent: str | None) -> str:
+    """The stored form of the User-Agent that rotated a refresh token: SHA-256, hex (a
+    missing header hashes as the empty string)."""
+    return hashlib.sha256((user_agent or "").encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def token_digest(token: str) -> str:
@@ -57,6 +67,15 @@ class TokenPair:
     expires_in: int
     user: UserRecord
     session_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class LiveSession:
+    """A live session as its user sees it: ``idle_expires_at`` is when it ends unless
+    refreshed first; ``record.expires_at`` is its absolute end, whatever happens."""
+
+    record: SessionRecord
+    idle_expires_at: datetime
 
 
 _END_ACTIONS = {
@@ -77,13 +96,17 @@ class Sessions:
         publish: Publish,
         *,
         reuse_interval: timedelta,
+        idle_timeout: timedelta | None = None,
         audit: AuditLog | None = None,
     ) -> None:
+        """``idle_timeout``: how long a session lives without a refresh (None: as long as
+        its absolute lifetime, the codec's ``refresh_ttl``)."""
         self._db = db
         self._codec = codec
         self._accounts = accounts
         self._publish = publish
         self._reuse_interval = reuse_interval
+        self._idle_timeout = idle_timeout if idle_timeout is not None else codec.refresh_ttl
         self._audit = audit if audit is not None else AuditLog(db)
 
     def _pair(
@@ -102,6 +125,28 @@ class Sessions:
         )
         expires_in = int((access.expires_at - access.issued_at).total_seconds())
         return TokenPair(access.token, refresh, expires_in, user, session_id)
+
+    def _issue_refresh(
+        self,
+        user_id: uuid.UUID,
+        session_id: uuid.UUID,
+        now: datetime,
+        session_expires_at: datetime,
+        token_id: str | None = None,
+    ) -> IssuedToken:
+        """A new refresh token for the session, alive until the idle timeout from ``now``
+        and never past the session's absolute expiry."""
+        issued = now.replace(microsecond=0)
+        expires = min(now + self._idle_timeout, session_expires_at)
+        jti = token_id or uuid.uuid4().hex
+        token = self._codec.encode_refresh(
+            user_id=str(user_id),
+            session_id=str(session_id),
+            token_id=jti,
+            issued_at=issued,
+            expires_at=expires,
+        )
+        return IssuedToken(token, jti, issued, expires)
 
     async def _store_refresh(
         self, conn: AsyncConnection, user: UserRecord, session_id: uuid.UUID, issued: IssuedToken
@@ -133,18 +178,17 @@ class Sessions:
             # A new session starts in the user's oldest organization (if any); switch-org
             # moves it, and the session row remembers the choice for later refreshes.
             org = await org_rows.default_org(conn, user.id)
+            expires_at = now + self._codec.refresh_ttl
             session_id = await session_rows.create_session(
                 conn,
                 user_id=user.id,
                 now=now,
-                expires_at=now + self._codec.refresh_ttl,
+                expires_at=expires_at,
                 ip=info.ip,
                 user_agent=info.short_user_agent,
                 org_id=org.org_id if org else None,
             )
-            refresh = self._codec.new_refresh(
-                user_id=str(user.id), session_id=str(session_id), now=now
-            )
+            refresh = self._issue_refresh(user.id, session_id, now, expires_at)
             await self._store_refresh(conn, user, session_id, refresh)
             await self._audit.record(
                 conn,
@@ -169,16 +213,16 @@ class Sessions:
         except ValueError:
             raise InvalidToken() from None
         digest = token_digest(token)
+        agent = agent_digest(info.user_agent)
         now = utcnow()
-        successor = self._codec.new_refresh(
-            user_id=claims.user_id, session_id=claims.session_id, now=now
-        )
+        successor_jti = uuid.uuid4().hex
         async with self._db.transaction() as conn:
             won = await session_rows.spend_refresh(
                 conn,
                 jti=claims.token_id,
                 token_hash=digest,
-                successor_jti=successor.token_id,
+                successor_jti=successor_jti,
+                agent_hash=agent,
                 now=now,
             )
             if won:
@@ -186,8 +230,14 @@ class Sessions:
                 session = await session_rows.get_session(conn, session_id)
                 if user is None or not user.can_sign_in or session is None:
                     raise InvalidToken()
-                if not session.is_live(now):
+                # Checked here, not only through the token's ``exp``: a token issued before
+                # the idle timeout was lowered (or before it existed) must not outlive it,
+                # and no token outlives the session's absolute expiry.
+                if not session.is_live(now, self._idle_timeout):
                     raise InvalidToken()
+                successor = self._issue_refresh(
+                    user_id, session_id, now, session.expires_at, successor_jti
+                )
                 await self._store_refresh(conn, user, session_id, successor)
                 await session_rows.touch_session(conn, session_id, now)
                 await self._audit.record(conn, self._refresh_event(user_id, session_id), info)
@@ -195,7 +245,9 @@ class Sessions:
                 pair = self._pair(user, session_id, successor.token, org)
         if won:
             return pair
-        return await self._retry_or_theft(claims.token_id, digest, user_id, session_id, now, info)
+        return await self._retry_or_theft(
+            claims.token_id, digest, agent, user_id, session_id, now, info
+        )
 
     @staticmethod
     def _refresh_event(
@@ -213,11 +265,15 @@ class Sessions:
         self,
         jti: str,
         digest: str,
+        agent: str,
         user_id: uuid.UUID,
         session_id: uuid.UUID,
         now: datetime,
         info: RequestInfo | None = None,
     ) -> TokenPair:
+        """A presented token that could not be spent: a bad or dead one is InvalidToken; a
+        spent one is a genuine retry (the same successor again) or theft (the session is
+        revoked, audited, and TokenReused raised)."""
         async with self._db.transaction() as conn:
             row = await session_rows.get_refresh(conn, jti)
             if (
@@ -230,37 +286,13 @@ class Sessions:
                 or row.spent_at is None
             ):
                 raise InvalidToken()
-            # `now` was read before the winner committed, so a concurrent loser can see a
-            # negative age: a zero window must still mean "no grace at all".
-            in_grace = self._reuse_interval > timedelta(0) and (
-                now - row.spent_at <= self._reuse_interval
-            )
-            if in_grace and row.successor_jti:
-                successor = await session_rows.get_refresh(conn, row.successor_jti)
-                user = await user_rows.get_by_id(conn, user_id)
-                if (
-                    successor is not None
-                    and successor.spent_at is None
-                    and successor.revoked_at is None
-                    and user is not None
-                    and user.can_sign_in
-                ):
-                    again = self._codec.encode_refresh(
-                        user_id=str(user_id),
-                        session_id=str(session_id),
-                        token_id=successor.jti,
-                        issued_at=successor.created_at,
-                        expires_at=successor.expires_at,
-                    )
-                    if hmac.compare_digest(token_digest(again), successor.token_hash):
-                        await self._audit.record(
-                            conn,
-                            self._refresh_event(user_id, session_id, grace_retry=True),
-                            info,
-                        )
-                        log.info("refresh_retry_in_grace", session_id=str(session_id))
-                        org = await org_rows.session_org(conn, session_id)
-                        return self._pair(user, session_id, again, org)
+            verdict = await self._grace_retry(conn, row, agent, now)
+            if isinstance(verdict, TokenPair):
+                await self._audit.record(
+                    conn, self._refresh_event(user_id, session_id, grace_retry=True), info
+                )
+                log.info("refresh_retry_in_grace", session_id=str(session_id))
+                return verdict
             revoked = await session_rows.revoke_sessions(
                 conn, user_id=user_id, now=now, reason="refresh_reuse", only=session_id
             )
@@ -272,21 +304,75 @@ class Sessions:
                     actor=Actor(user_id),
                     entity_type="session",
                     entity_id=session_id,
-                    details={"sessions_revoked": len(revoked)},
+                    details={"sessions_revoked": len(revoked), "reason": verdict},
                 ),
                 info,
             )
         metrics.REFRESH_REUSE.inc()
         await self._publish(revoked)
         log.warning(
-            "refresh_token_reuse_detected", user_id=str(user_id), session_id=str(session_id)
+            "refresh_token_reuse_detected",
+            user_id=str(user_id),
+            session_id=str(session_id),
+            reason=verdict,
         )
         raise TokenReused()
 
-    async def list_live(self, user_id: uuid.UUID) -> list[SessionRecord]:
-        """The user's live sessions."""
+    async def _grace_retry(
+        self, conn: AsyncConnection, spent: RefreshRecord, agent: str, now: datetime
+    ) -> TokenPair | str:
+        """The pair to hand back again for a replay of the spent token ``spent``, or why the
+        replay is theft.
+
+        A lost response is the only innocent replay, and it comes from the client that made
+        the rotating request, before it could use the successor. So the successor goes back
+        only inside the window, only while it is unused (once it was used, someone holds a
+        newer token: handing it out again would fork the family between two holders), and
+        only to the same User-Agent (a thief replaying a token stolen from storage or logs
+        is usually other software). Not the IP: a genuine retry may come after a network
+        switch."""
+        # `now` was read before the winner committed, so a concurrent loser can see a
+        # negative age: a zero window must still mean "no grace at all".
+        if (
+            spent.spent_at is None
+            or self._reuse_interval <= timedelta(0)
+            or now - spent.spent_at > self._reuse_interval
+        ):
+            return "outside_grace_window"
+        successor = (
+            await session_rows.get_refresh(conn, spent.successor_jti)
+            if spent.successor_jti
+            else None
+        )
+        if successor is None or successor.revoked_at is not None:
+            return "successor_unavailable"
+        if successor.spent_at is not None:
+            return "successor_used"
+        if spent.rotated_agent_hash is None or not hmac.compare_digest(
+            spent.rotated_agent_hash, agent
+        ):
+            return "user_agent_mismatch"
+        user = await user_rows.get_by_id(conn, spent.user_id)
+        if user is None or not user.can_sign_in:
+            return "user_cannot_sign_in"
+        again = self._codec.encode_refresh(
+            user_id=str(spent.user_id),
+            session_id=str(spent.session_id),
+            token_id=successor.jti,
+            issued_at=successor.created_at,
+            expires_at=successor.expires_at,
+        )
+        if not hmac.compare_digest(token_digest(again), successor.token_hash):
+            return "successor_unavailable"
+        org = await org_rows.session_org(conn, spent.session_id)
+        return self._pair(user, spent.session_id, again, org)
+
+    async def list_live(self, user_id: uuid.UUID) -> list[LiveSession]:
+        """The user's live sessions (neither revoked, expired nor idle too long), most
+        recently used first."""
         async with self._db.reading() as conn:
-            return await session_rows.live_sessions(conn, user_id, utcnow())
+            records = await session_rows.live_sessions(conn, user_id, utcnow(), self._idle_timeout)
+        return [LiveSession(r, r.idle_expires_at(self._idle_timeout)) for r in records]
 
     async def end(
         self,

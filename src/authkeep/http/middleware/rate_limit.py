@@ -7,6 +7,8 @@ Whose budget a request spends:
 * otherwise the client IP's (proxy-aware, from ``scope["state"]["client_ip"]``, which
   :class:`RequestContextMiddleware` sets). A forged, expired or malformed token falls back to
   the IP: a client cannot pick a fresh bucket by inventing ``sub`` claims.
+* a client whose address is unknown (an unparsable ``X-Forwarded-For`` from a trusted proxy)
+  spends one shared ``ip:unknown`` bucket, never the proxy's own address's.
 
 Exempt: ``OPTIONS`` (CORS preflights, answered without touching the app) and
 :data:`EXEMPT_PATHS` (probes and scrapes must never be throttled into a false alarm).
@@ -27,6 +29,7 @@ from typing import Protocol
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from authkeep.errors import InvalidToken
+from authkeep.http.client_ip import UNKNOWN_CLIENT
 from authkeep.http.limits import REPORT_STATE_KEY, rate_limit_headers
 from authkeep.security.tokens import TokenCodec
 from authkeep.services.audit import AuditLog
@@ -79,7 +82,7 @@ class RateLimitMiddleware:
                 return "user:" + codec.decode_access(token).user_id
             except InvalidToken:
                 pass
-        return f"ip:{state.get('client_ip') or 'unknown'}"
+        return f"ip:{state.get('client_ip') or UNKNOWN_CLIENT}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (

@@ -22,6 +22,7 @@ from starlette.types import Scope
 
 from authkeep.db.users import UserRecord
 from authkeep.http.deps import CurrentPrincipal, Info, get_authkeep
+from authkeep.http.fields import CleanText
 from authkeep.http.org_schemas import AdminUserOut, AdminUserPage, AdminUserPatch
 from authkeep.services.platform_admin import MAX_PAGE, PlatformAdmin
 
@@ -100,7 +101,7 @@ def admin_user_out(user: UserRecord) -> AdminUserOut:
 async def search_users(
     principal: CurrentPrincipal,
     request: Request,
-    q: Annotated[str | None, Query(min_length=1, max_length=254)] = None,
+    q: Annotated[CleanText | None, Query(min_length=1, max_length=254)] = None,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
 ) -> AdminUserPage:
@@ -114,7 +115,14 @@ async def search_users(
     )
 
 
-@router.patch("/users/{user_id}", response_model=AdminUserOut, responses=_ERRORS)
+_SELF_CHANGE: dict[int | str, dict[str, Any]] = {
+    409: {"description": "Platform admins cannot deactivate or delete their own account"}
+}
+
+
+@router.patch(
+    "/users/{user_id}", response_model=AdminUserOut, responses={**_ERRORS, **_SELF_CHANGE}
+)
 async def update_user(
     user_id: uuid.UUID,
     body: AdminUserPatch,
@@ -127,7 +135,11 @@ async def update_user(
     return admin_user_out(user)
 
 
-@router.delete("/users/{user_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_ERRORS)
+@router.delete(
+    "/users/{user_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**_ERRORS, **_SELF_CHANGE},
+)
 async def delete_user(
     user_id: uuid.UUID, principal: CurrentPrincipal, request: Request, info: Info
 ) -> Response:

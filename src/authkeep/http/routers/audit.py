@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from authkeep.db.audit import AuditFilter, EntryRecord
 from authkeep.http.deps import CurrentPrincipal, Info, get_authkeep
+from authkeep.http.fields import CleanText, UTCTimestamp
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 
@@ -34,6 +35,13 @@ class AuditEntryOut(BaseModel):
     hash: str
 
 
+class RefusedQuery(BaseModel):
+    """A 422: the usual validation errors, or a message (a cursor this server never issued
+    is refused as ``{"detail": "Invalid cursor"}``)."""
+
+    detail: str | list[dict[str, Any]]
+
+
 class AuditPageOut(BaseModel):
     """A page of rows, newest first; pass ``next_cursor`` as ``cursor`` for the next."""
 
@@ -41,17 +49,11 @@ class AuditPageOut(BaseModel):
     next_cursor: str | None
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
 def _entry_out(row: EntryRecord) -> AuditEntryOut:
     return AuditEntryOut.model_validate(row.as_json())
 
 
-Text = Annotated[str | None, Query(min_length=1, max_length=64)]
+Text = Annotated[CleanText | None, Query(min_length=1, max_length=64)]
 
 
 @router.get(
@@ -60,6 +62,7 @@ Text = Annotated[str | None, Query(min_length=1, max_length=64)]
     responses={
         401: {"description": "Not authenticated"},
         403: {"description": "Not an admin"},
+        422: {"model": RefusedQuery, "description": "A malformed filter, or a foreign cursor"},
     },
 )
 async def search_audit(
@@ -72,8 +75,8 @@ async def search_audit(
     entity_type: Text = None,
     entity_id: Text = None,
     outcome: Literal["success", "failure"] | None = None,
-    since: Annotated[datetime | None, Query(description="inclusive; UTC if no offset")] = None,
-    until: Annotated[datetime | None, Query(description="exclusive; UTC if no offset")] = None,
+    since: Annotated[UTCTimestamp | None, Query(description="inclusive; UTC if no offset")] = None,
+    until: Annotated[UTCTimestamp | None, Query(description="exclusive; UTC if no offset")] = None,
     org_id: Annotated[
         uuid.UUID | Literal["platform"] | None,
         Query(description="one organization's chain, or 'platform' for platform events"),
@@ -91,8 +94,8 @@ async def search_audit(
         entity_type=entity_type,
         entity_id=entity_id,
         outcome=outcome,
-        since=_utc(since),
-        until=_utc(until),
+        since=since,
+        until=until,
     )
     page = await get_authkeep(request).services.audit_reader.page(
         principal, where, cursor=cursor, limit=limit, info=info

@@ -13,6 +13,8 @@ from authkeep.http.limits import limit_per_ip, limit_per_user, report_of
 from authkeep.http.schemas import (
     LoginIn,
     PasswordChangeIn,
+    PasswordStrengthIn,
+    PasswordStrengthOut,
     RefreshIn,
     RegisterIn,
     SessionOut,
@@ -153,21 +155,47 @@ async def change_password(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
+@router.post(
+    "/password/strength",
+    response_model=PasswordStrengthOut,
+    responses={
+        **_429,
+        503: {"description": "Busy, or the rate limiter is unreachable; see Retry-After"},
+    },
+    dependencies=[Depends(limit_per_ip("password_strength"))],
+)
+async def password_strength(body: PasswordStrengthIn, request: Request) -> PasswordStrengthOut:
+    """Rate a candidate password for a sign-up page's strength meter: the same rules as
+    register and password change. Nothing is stored, and the password is never logged."""
+    assessment = await get_authkeep(request).services.accounts.password_strength(
+        body.password, email=body.email, full_name=body.full_name
+    )
+    return PasswordStrengthOut(
+        score=assessment.score,
+        acceptable=assessment.acceptable,
+        problems=list(assessment.problems),
+        warning=assessment.warning,
+        suggestions=list(assessment.suggestions),
+        guesses_log10=assessment.guesses_log10,
+    )
+
+
 @router.get("/sessions", response_model=list[SessionOut], responses=_401)
 async def sessions(principal: CurrentPrincipal, request: Request) -> list[SessionOut]:
     """The user's live sessions; ``current`` marks the one making this request."""
-    records = await get_authkeep(request).services.sessions.list_live(principal.user.id)
+    live = await get_authkeep(request).services.sessions.list_live(principal.user.id)
     return [
         SessionOut(
-            id=record.id,
-            created_at=record.created_at,
-            last_used_at=record.last_used_at,
-            expires_at=record.expires_at,
-            ip=record.ip,
-            user_agent=record.user_agent,
-            current=record.id == principal.session_id,
+            id=session.record.id,
+            created_at=session.record.created_at,
+            last_used_at=session.record.last_used_at,
+            expires_at=session.record.expires_at,
+            idle_expires_at=session.idle_expires_at,
+            ip=session.record.ip,
+            user_agent=session.record.user_agent,
+            current=session.record.id == principal.session_id,
         )
-        for record in records
+        for session in live
     ]
 
 

@@ -1,0 +1,93 @@
+"""Wiring of the outbox and mail for a running authkeep: one :class:`Delivery` per process,
+built from the settings, used by ``authkeep serve`` (in-process worker) and ``authkeep
+worker`` (delivery alone)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import structlog
+
+from authkeep.db.engine import Database
+from authkeep.services.mail import EMAIL, EmailHandler, Mailer, MailTemplates, build_transport
+from authkeep.services.mail.transports import Transport
+from authkeep.services.outbox import Backoff, HandlerRegistry, Outbox, OutboxWorker
+from authkeep.settings import Settings
+
+log = structlog.get_logger("authkeep.outbox")
+
+
+@dataclass(slots=True)
+class Delivery:
+    """The outbox, the mailer that writes into it and a worker that empties it."""
+
+    outbox: Outbox
+    mailer: Mailer
+    handlers: HandlerRegistry
+    worker: OutboxWorker
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = None
+
+    def start_in_background(self) -> None:
+        """Run the worker as a task of the current event loop (``authkeep serve``)."""
+        if self._task is None:
+            self._stop.clear()
+            self._task = asyncio.create_task(self.worker.run(self._stop), name="authkeep-outbox")
+
+    async def run(self) -> None:
+        """Run the worker in the foreground until :meth:`request_stop` (``authkeep worker``)."""
+        self._stop.clear()
+        await self.worker.run(self._stop)
+
+    def request_stop(self) -> None:
+        """Ask the worker to stop once the message in flight is settled."""
+        self._stop.set()
+
+    async def stop(self) -> None:
+        """Stop the background worker: it finishes the message in flight (for at most the
+        send timeout), then hands back the rest of its batch. A send cut off here stays
+        leased and is retried by the next worker once the lease runs out."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stop.set()
+        grace = self.worker.send_timeout.total_seconds() + 5
+        try:
+            await asyncio.wait_for(asyncio.shield(task), grace)
+        except TimeoutError:
+            log.warning("outbox_worker_stop_timeout", worker=self.worker.name)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def build_delivery(
+    settings: Settings, db: Database, *, transport: Transport | None = None
+) -> Delivery:
+    """The outbox, mail and a worker as ``settings`` configure them."""
+    templates = MailTemplates(
+        product_name=settings.product_name,
+        public_url=settings.link_base,
+        override_dir=settings.email_templates_dir,
+    )
+    outbox = Outbox()
+    handlers = HandlerRegistry()
+    handlers.register(
+        EMAIL,
+        EmailHandler(templates, transport or build_transport(settings), sender=settings.email_from),
+    )
+    worker = OutboxWorker(
+        db,
+        handlers,
+        batch_size=settings.outbox_batch_size,
+        lease=timedelta(seconds=settings.outbox_lease_seconds),
+        max_attempts=settings.outbox_max_attempts,
+        poll_seconds=settings.outbox_poll_seconds,
+        backoff=Backoff(settings.outbox_backoff_base_seconds, settings.outbox_backoff_max_seconds),
+    )
+    # A committed enqueue wakes this process's worker at once (others poll).
+    outbox.add_listener(worker.wake)
+    return Delivery(outbox, Mailer(outbox, templates), handlers, worker)

@@ -1,0 +1,90 @@
+"""Enqueueing: a message is a row written on the caller's connection, inside the caller's
+transaction, so it exists exactly when the change that causes it commits.
+
+::
+
+    async with db.transaction() as conn:
+        user = await user_rows.insert_user(conn, ...)
+        await outbox.enqueue(conn, "email", {...}, dedup_key=f"verify:{user.id}")
+    # committed: the message is there, and the in-process worker is woken up
+
+A rolled-back transaction leaves no message, so no email ever announces a change that did not
+happen (and no change commits without its email, as with a send after the commit).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from authkeep import metrics
+from authkeep.db import after_commit
+from authkeep.db import outbox as outbox_rows
+from authkeep.db.base import utcnow
+
+log = structlog.get_logger("authkeep.outbox")
+
+
+class Outbox:
+    """Writes messages into the outbox. ``listeners`` are called (without arguments) after
+    a transaction that enqueued something commits: the in-process worker's wake-up. The
+    transaction must be one of :meth:`authkeep.db.engine.Database.transaction` (or
+    ``tenant_transaction``); in another, listeners are not called and the workers find
+    the message at their next poll."""
+
+    def __init__(self, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self._clock = clock
+        self._listeners: list[Callable[[], None]] = []
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after each commit that added a message."""
+        self._listeners.append(listener)
+
+    async def enqueue(
+        self,
+        conn: AsyncConnection,
+        kind: str,
+        payload: Mapping[str, Any],
+        *,
+        dedup_key: str | None = None,
+        delay: timedelta | None = None,
+    ) -> uuid.UUID | None:
+        """Add a message on ``conn``, in its open transaction; return its id, or None when
+        ``dedup_key`` was used before (the message is already queued or sent: idempotent).
+
+        ``payload`` must be JSON; ``delay`` holds the message back that long.
+        """
+        if not conn.in_transaction():
+            # Outside a transaction the row would commit on its own, before (or without)
+            # the change it announces.
+            raise RuntimeError("enqueue inside the transaction of the change that causes it")
+        now = self._clock()
+        message_id = await outbox_rows.insert_message(
+            conn,
+            kind=kind,
+            payload=payload,
+            dedup_key=dedup_key,
+            now=now,
+            available_at=now + delay if delay else None,
+        )
+        if message_id is not None:
+            self._after_commit(conn, kind)
+        return message_id
+
+    def _after_commit(self, conn: AsyncConnection, kind: str) -> None:
+        def committed() -> None:
+            metrics.OUTBOX_MESSAGES.labels(kind, "queued").inc()
+            for listener in self._listeners:
+                try:
+                    listener()
+                except Exception:  # a wake-up that fails must not fail the committed change
+                    log.warning("outbox_listener_failed", exc_info=True)
+
+        # After the commit, not at SQLAlchemy's "commit" event (which fires before it): a
+        # worker woken earlier could miss the row and sleep until its next poll.
+        after_commit.after_commit(conn, committed)
