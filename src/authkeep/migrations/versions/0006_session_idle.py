@@ -7,7 +7,7 @@ SHA-256 of that User-Agent. The idle timeout itself needs no column: it is measu
 
 Revision ID: 0006
 Revises: 0005_audit_pending
-Create Date: 2026-12-06
+Create Date: 2026-11-30
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ causes them, delivered by ``authkeep worker`` or in-process.
 
 Revision ID: 0007
 Revises: 0006
-Create Date: 2026-12-06
+Create Date: 2026-11-30
 """
 
 from __future__ import annotations
