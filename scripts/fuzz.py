@@ -2,9 +2,11 @@
 
 Starts authkeep on a fresh SQLite database in a temporary directory (rate limits off: fuzzing
 is load, and 429s would hide the routes' own answers; cheap hashing: no case is about the
-hash), registers a fuzz user, and runs ``schemathesis run`` on the served schema with every
-check, both generation modes, authenticated operations included (a fresh login per case, see
-``scripts/fuzz_hooks.py``), within a time budget. ``schemathesis.toml`` at the repository
+hash), creates a fuzz user who is a platform admin and an organization's admin, and runs
+``schemathesis run`` on the served schema with every check, both generation modes,
+authenticated operations included (a fresh login per case) and hostile values (NUL, control
+and bidi characters, extreme datetimes: ``tests/hostile_inputs.py``), see
+``scripts/fuzz_hooks.py``, within a time budget. ``schemathesis.toml`` at the repository
 root configures the expectations. The exit status is schemathesis': 0 means no server error
 and no schema violation.
 
@@ -84,8 +86,22 @@ def main() -> int:
     )
     try:
         wait_healthy(url, server)
+        # A platform admin (`authkeep create-admin`) who administers an organization: every
+        # route, /api/v1/admin and /api/v1/audit included, is reached past its authorization.
+        subprocess.run(  # noqa: S603 - fixed argv, no shell
+            [sys.executable, "-m", "authkeep", "create-admin", "--email", EMAIL],
+            env={**env, "AUTHKEEP_ADMIN_PASSWORD": password},
+            cwd=workdir,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        token = httpx.post(
+            url + "/api/v1/auth/login", json={"email": EMAIL, "password": password}
+        ).json()["access_token"]
         created = httpx.post(
-            url + "/api/v1/auth/register", json={"email": EMAIL, "password": password}
+            url + "/api/v1/orgs",
+            json={"name": "Fuzz Org"},
+            headers={"Authorization": f"Bearer {token}"},
         )
         created.raise_for_status()
         command = [
@@ -117,7 +133,10 @@ def main() -> int:
         hooks_env = {
             **env,
             "PYTHONPATH": os.pathsep.join(
-                filter(None, [str(ROOT / "scripts"), env.get("PYTHONPATH")])
+                filter(
+                    None,
+                    [str(ROOT / "scripts"), str(ROOT / "tests"), env.get("PYTHONPATH")],
+                )
             ),
             "SCHEMATHESIS_HOOKS": "fuzz_hooks",
             "AUTHKEEP_FUZZ_URL": url,

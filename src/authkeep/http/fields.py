@@ -17,14 +17,16 @@ surfacing as a 500 from a driver:
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from functools import partial
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, StringConstraints
 
 from authkeep.security.text import check_text, clean_display_name
 
+_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
 UTC_RANGE = "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z"
 NAME_MAX = 100
 """Organization and API-key names (their columns)."""
@@ -45,10 +47,18 @@ def to_utc(value: datetime) -> datetime:
         ) from None
 
 
-UTCDatetime = Annotated[AwareDatetime, AfterValidator(to_utc)]
+def rfc3339_only(value: object) -> object:
+    """Refuse numbers where an RFC 3339 datetime is documented: pydantic would read ``0.5``
+    as seconds since the epoch, an input no client of the published schema sends."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+        raise ValueError("must be an RFC 3339 datetime, such as 2030-01-01T00:00:00Z")
+    return value
+
+
+UTCDatetime = Annotated[AwareDatetime, BeforeValidator(rfc3339_only), AfterValidator(to_utc)]
 """An instant with an explicit UTC offset, converted to UTC."""
 
-UTCTimestamp = Annotated[datetime, AfterValidator(to_utc)]
+UTCTimestamp = Annotated[datetime, BeforeValidator(rfc3339_only), AfterValidator(to_utc)]
 """An instant, UTC when it carries no offset, converted to UTC."""
 
 CleanText = Annotated[str, AfterValidator(check_text)]
