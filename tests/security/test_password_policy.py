@@ -194,7 +194,7 @@ async def test_a_full_policy_queue_raises_overloaded(monkeypatch: pytest.MonkeyP
         await asyncio.to_thread(entered.wait, 10)
         queued = asyncio.create_task(policy.check("violet giraffe eats 8 lanterns"))
         for _ in range(1000):
-            if policy._slots.locked():
+            if policy._pool._slots.locked():
                 break
             await asyncio.sleep(0)
         with pytest.raises(Overloaded):

@@ -186,7 +186,7 @@ async def test_a_full_queue_raises_overloaded(monkeypatch: pytest.MonkeyPatch) -
         running = asyncio.create_task(hasher.hash(PASSWORD))
         await gate.wait_entered()
         queued = asyncio.create_task(hasher.hash(PASSWORD))
-        await until(hasher._slots.locked)  # one hashing + one waiting = full
+        await until(hasher._pool._slots.locked)  # one hashing + one waiting = full
 
         with pytest.raises(Overloaded) as caught:
             await hasher.hash(PASSWORD)

@@ -19,18 +19,14 @@ milliseconds); :class:`PasswordPolicy` runs it on one worker thread, off the eve
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import re
 import unicodedata
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import TypeVar
 
-from authkeep.errors import Overloaded
+from authkeep.security.bounded_pool import BoundedPool
 from authkeep.security.password_strength import measure, preload
 
 MIN_LENGTH = 8
@@ -54,8 +50,6 @@ ADVICE = "Use a passphrase of four or more unrelated words, or a password manage
 
 # Separators between the parts of a name or of an email's local part.
 _PART_SEPARATORS = re.compile(r"[\W_]+")
-
-T = TypeVar("T")
 
 
 class PasswordRejected(ValueError):
@@ -226,28 +220,23 @@ class PasswordPolicy:
     """
 
     def __init__(self, *, queue_limit: int = 64) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="authkeep-zxcvbn")
-        self._slots = asyncio.Semaphore(1 + queue_limit)
-        self._executor.submit(preload)  # in the background: start-up does not wait
+        self._pool = BoundedPool(workers=1, queue_limit=queue_limit, name="authkeep-zxcvbn")
+        self._pool.submit_background(preload)  # start-up does not wait for the import
 
     async def check(
         self, password: str, *, email: str | None = None, full_name: str | None = None
     ) -> None:
         """:func:`check_password`, off the event loop."""
-        await self._run(lambda: check_password(password, email=email, full_name=full_name))
+        await self._pool.run(lambda: check_password(password, email=email, full_name=full_name))
 
     async def assess(
         self, password: str, *, email: str | None = None, full_name: str | None = None
     ) -> Assessment:
         """:func:`assess_password`, off the event loop."""
-        return await self._run(lambda: assess_password(password, email=email, full_name=full_name))
+        return await self._pool.run(
+            lambda: assess_password(password, email=email, full_name=full_name)
+        )
 
     def close(self) -> None:
         """Stop the worker thread (waits for a running check)."""
-        self._executor.shutdown(wait=True, cancel_futures=True)
-
-    async def _run(self, fn: Callable[[], T]) -> T:
-        if self._slots.locked():
-            raise Overloaded()
-        async with self._slots:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        self._pool.close()

@@ -9,25 +9,19 @@ keep being served.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import secrets
 import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
 
 from pwdlib import PasswordHash
 from pwdlib.exceptions import UnknownHashError
 from pwdlib.hashers.argon2 import Argon2Hasher
 from pwdlib.hashers.bcrypt import BcryptHasher
 
-from authkeep.errors import Overloaded
+from authkeep.security.bounded_pool import BoundedPool
 from authkeep.security.password_policy import normalize_password
-
-T = TypeVar("T")
 
 _BCRYPT_MAX_BYTES = 72
 
@@ -78,11 +72,12 @@ class PasswordHasher:
         )
         self._bcrypt = BcryptHasher()
         self._hash = PasswordHash((self._argon2, self._bcrypt))
-        self._workers = workers
-        self._executor = ThreadPoolExecutor(
-            max_workers=workers, thread_name_prefix="authkeep-hash", initializer=_lower_priority
+        self._pool = BoundedPool(
+            workers=workers,
+            queue_limit=queue_limit,
+            name="authkeep-hash",
+            initializer=_lower_priority,
         )
-        self._slots = asyncio.Semaphore(workers + queue_limit)
         # Verified against when the account does not exist, so that an unknown email costs
         # the same time as a wrong password (no user enumeration by timing).
         self._dummy_hash = self._argon2.hash(secrets.token_urlsafe(16))
@@ -90,22 +85,16 @@ class PasswordHasher:
     @property
     def workers(self) -> int:
         """Number of hashes that can run at once."""
-        return self._workers
+        return self._pool.workers
 
     def close(self) -> None:
         """Stop the worker threads (waits for running hashes)."""
-        self._executor.shutdown(wait=True, cancel_futures=True)
-
-    async def _run(self, fn: Callable[[], T]) -> T:
-        if self._slots.locked():
-            raise Overloaded()
-        async with self._slots:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        self._pool.close()
 
     async def hash(self, password: str) -> str:
         """Return an argon2id hash of ``password`` (NFKC-normalised first)."""
         normalized = normalize_password(password)
-        return await self._run(lambda: self._argon2.hash(normalized))
+        return await self._pool.run(lambda: self._argon2.hash(normalized))
 
     async def verify(self, password: str, stored_hash: str | None) -> Verification:
         """Check ``password`` against ``stored_hash``.
@@ -114,7 +103,7 @@ class PasswordHasher:
         call takes as long as a real one, and the result is always a failure. A match on a
         legacy (bcrypt) or outdated argon2 hash returns ``new_hash``: the caller stores it.
         """
-        return await self._run(lambda: self._verify_sync(password, stored_hash))
+        return await self._pool.run(lambda: self._verify_sync(password, stored_hash))
 
     def _verify_sync(self, password: str, stored_hash: str | None) -> Verification:
         normalized = normalize_password(password)
