@@ -219,6 +219,16 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     )
 
 
+@pytest.fixture
+async def db(backend: Backend) -> AsyncIterator[Database]:
+    """A :class:`Database` on the test's backend (the app role on PostgreSQL), closed after."""
+    database = Database(backend.database_url)
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
 GENEROUS_LIMITS: dict[str, Any] = {
     "rate_limit_per_minute": 1_000_000,
     "login_rate_limit": "100000/minute",

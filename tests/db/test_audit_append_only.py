@@ -4,7 +4,6 @@ deletion — on SQLite (triggers) and on PostgreSQL (grants, a guard trigger and
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -28,15 +27,6 @@ postgres_only = pytest.mark.parametrize(
     [pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.redis])],
     indirect=True,
 )
-
-
-@pytest.fixture
-async def db(backend: Any) -> AsyncIterator[Database]:
-    database = Database(backend.database_url)
-    try:
-        yield database
-    finally:
-        await database.close()
 
 
 async def _seed(db: Database, *, old: int = 0, new: int = 1, org: uuid.UUID | None = None) -> None:

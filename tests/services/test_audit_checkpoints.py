@@ -7,7 +7,7 @@ import asyncio
 import io
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +32,6 @@ from helpers import running
 
 KEY = CheckpointSigner.generate()
 ORG = uuid.UUID("3a1f0c9e-2b7d-4e65-9c84-4d4d4d4d4d4d")
-
-
-@pytest.fixture
-async def db(backend: Any) -> AsyncIterator[Database]:
-    database = Database(backend.database_url)
-    try:
-        yield database
-    finally:
-        await database.close()
 
 
 async def write(db: Database, count: int, org_id: uuid.UUID | None = None) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -26,15 +25,6 @@ from authkeep.settings import Problem
 ORG_A = uuid.UUID("0b5c4f43-6a34-4a2f-9d0c-1a1a1a1a1a1a")
 ORG_B = uuid.UUID("7f3e2d1c-0b9a-4877-8665-2b2b2b2b2b2b")
 INFO = RequestInfo(ip="198.51.100.4", user_agent="tests", request_id="req-123")
-
-
-@pytest.fixture
-async def db(backend: Any) -> AsyncIterator[Database]:
-    database = Database(backend.database_url)
-    try:
-        yield database
-    finally:
-        await database.close()
 
 
 async def test_row_holds_the_event_and_request(db: Database) -> None:

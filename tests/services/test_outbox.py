@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -65,15 +65,6 @@ class Clock:
 
     def advance(self, **delta: float) -> None:
         self.now += timedelta(**delta)
-
-
-@pytest.fixture
-async def db(backend: Any) -> AsyncIterator[Database]:
-    database = Database(backend.database_url)
-    try:
-        yield database
-    finally:
-        await database.close()
 
 
 def worker(
