@@ -29,10 +29,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from authkeep import (
     Authkeep,
+    CheckedUpload,
     NotFound,
     OrgAccess,
     Settings,
     TenantDB,
+    UploadCheck,
     require_role,
     run_migrations,
 )
@@ -54,6 +56,21 @@ projects = sa.Table(
 # Route-level checks: at least this role in the caller's active organization, else 403.
 Viewer = Annotated[OrgAccess, Depends(require_role("viewer"))]
 Editor = Annotated[OrgAccess, Depends(require_role("editor"))]
+
+# A file attached to a project: its bytes must be one of these types, agree with its declared
+# Content-Type and extension, be whole, hide no archive or script, and stay under 512 KB
+# (read as a stream: docs/uploads.md).
+ATTACHMENT_TYPES = frozenset({"image/png", "application/pdf", "audio/wav", "audio/mpeg"})
+Attachment = Annotated[CheckedUpload, Depends(UploadCheck(ATTACHMENT_TYPES, max_bytes=512 * 1024))]
+
+
+class AttachmentOut(BaseModel):
+    """What was accepted (this example stores no file)."""
+
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
 
 
 class ProjectIn(BaseModel):
@@ -175,6 +192,24 @@ def build_app(settings: Settings | None = None) -> FastAPI:
                 )
             )
         return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+    @app.put("/projects/{project_id}/attachment", response_model=AttachmentOut)
+    async def attach_file(
+        project_id: uuid.UUID, access: Editor, db: TenantDB, upload: Attachment
+    ) -> AttachmentOut:
+        """Attach a file to a project (its owner, or an admin). The body is the file itself,
+        with ``Content-Type`` and ``Content-Disposition: attachment; filename="…"``."""
+        async with db.reading() as conn:
+            row = await _find(conn, access, project_id)
+        access.ensure_can_write(row.owner_id, entity_type="project", entity_id=project_id)
+        # A real app would now copy ``upload.file`` to its storage under a name of its own
+        # choosing (never ``upload.filename`` as a path).
+        return AttachmentOut(
+            filename=upload.filename,
+            content_type=upload.content_type,
+            size=upload.size,
+            sha256=upload.sha256,
+        )
 
     return app
 

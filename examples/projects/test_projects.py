@@ -156,3 +156,30 @@ async def test_the_migration_made_projects_a_tenant_table(
                 )
             ).scalars()
             assert list(policies) == ["authkeep_tenant_isolation"]
+
+
+PNG = (
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00"
+    b"\x90wS\xde\x00\x00\x00\x0cIDATx\x9cc\xf8\x0f\x00\x00\x01\x01\x00\x05\x18\xd8N"
+    b"\x00\x00\x00\x00IEND\xaeB`\x82"
+)
+
+
+async def test_an_attachment_is_checked_by_its_bytes(http: httpx.AsyncClient, world: World) -> None:
+    project = await create(http, world, "editor", "With files")
+    url = f"/projects/{project}/attachment"
+    headers = {
+        **world["editor"].auth,
+        "Content-Type": "image/png",
+        "Content-Disposition": 'attachment; filename="pixel.png"',
+    }
+    accepted = await http.put(url, content=PNG, headers=headers)
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["content_type"] == "image/png"
+    assert accepted.json()["size"] == len(PNG)
+    renamed = await http.put(url, content=b"\x7fELF\x02\x01\x01" + b"\x00" * 64, headers=headers)
+    assert renamed.status_code == 415
+    polyglot = await http.put(url, content=PNG + b"PK\x03\x04zip", headers=headers)
+    assert polyglot.status_code == 415
+    viewer = {**headers, **world["viewer"].auth}
+    assert (await http.put(url, content=PNG, headers=viewer)).status_code == 403
