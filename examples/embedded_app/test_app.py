@@ -1,5 +1,6 @@
 """The embedding example works as its README says: register, log in, call the protected
-route; no token, no notes."""
+route; no token, no notes; an organization's routes from its first organization; the docs
+offline."""
 
 from __future__ import annotations
 
@@ -69,9 +70,44 @@ async def test_the_app_keeps_its_routes_and_gains_the_hardening(app: FastAPI) ->
         assert index.json() == {"app": "notes"}
         assert missing_security_headers(index) == []
         assert (await http.get("/health")).json() == {"status": "ok"}
-        docs = await http.get("/api/docs")
+        docs = await http.get("/docs")
         assert docs.status_code == 200
         assert "script-src" in docs.headers["content-security-policy"]
         openapi = (await http.get("/openapi.json")).json()
         assert "/notes" in openapi["paths"]
         assert "/api/v1/auth/token" in openapi["paths"]
+
+
+async def test_an_organization_route_works_from_the_first_organization(app: FastAPI) -> None:
+    async with client_for(app) as http:
+        await register(http, "lead@example.com")
+        pair = await login(http, "lead@example.com", PASSWORD)
+        # No organization yet: the 403 says what to do.
+        refused = await http.get("/team-notes", headers=bearer(pair["access_token"]))
+        assert refused.status_code == 403
+        assert "switch-org" in refused.json()["detail"]
+        # Creating the first one hands back a token scoped to it: no second round trip.
+        org = await http.post(
+            "/api/v1/orgs", json={"name": "Team"}, headers=bearer(pair["access_token"])
+        )
+        assert org.status_code == 201, org.text
+        scoped = bearer(org.json()["access_token"])
+        added = await http.post("/team-notes", json={"text": "hello"}, headers=scoped)
+        assert added.status_code == 201, added.text
+        assert added.json() == {"org_id": org.json()["id"], "notes": ["hello"]}
+        assert (await http.get("/team-notes", headers=scoped)).json()["notes"] == ["hello"]
+        assert (
+            await http.post("/team-notes", json={"text": ""}, headers=scoped)
+        ).status_code == 422
+
+
+async def test_the_docs_replace_fastapis_and_work_offline(app: FastAPI) -> None:
+    async with client_for(app) as http:
+        docs = await http.get("/docs")
+        assert docs.status_code == 200
+        csp = docs.headers["content-security-policy"]
+        assert "script-src 'self' 'sha256-" in csp
+        assert "https://" not in docs.text
+        bundle = await http.get("/api/docs/static/swagger-ui-bundle.js")
+        assert bundle.status_code == 200
+        assert (await http.get("/redoc")).status_code == 404
