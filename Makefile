@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make run    - create .venv, install the locked dependencies, serve on SQLite (embedded default)
+#                 on HOST:PORT (127.0.0.1:8000 unless given: make run PORT=9000)
 #   make test   - the same set-up, then ruff, mypy and the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,7 +9,7 @@ UV_VERSION := 0.13.9
 UV := $(BIN)/uv
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck install lock clean audit sbom bench fuzz
+.PHONY: run test lint typecheck install lock clean audit sbom bench bench-spray bench-outbox fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +22,11 @@ $(VENV)/.installed: requirements-dev.lock pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# make run HOST=0.0.0.0 PORT=9000 to listen elsewhere (default: 127.0.0.1:8000).
+HOST ?= 127.0.0.1
+PORT ?= 8000
 run: install
-	$(BIN)/authkeep serve
+	$(BIN)/authkeep serve --host $(HOST) --port $(PORT)
 
 lint: install
 	$(BIN)/ruff check src tests examples bench scripts
@@ -57,6 +61,19 @@ $(FU_VENV)/.installed: bench/fastapi-users.requirements.txt
 bench: install $(FU_VENV)/.installed
 	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk"; exit 1; }
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# Password spraying with and without the challenge after failed logins (bench/README.md).
+SPRAY_ARGS ?= --seconds 5 --rounds 3
+bench-spray: install
+	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk"; exit 1; }
+	$(BIN)/python bench/spray.py $(SPRAY_ARGS)
+
+# Outbox delivery (1 and 4 `authkeep worker`) to a local SMTP server, and what the outbox
+# adds to a sign-up; PostgreSQL (bench/README.md). About 4 minutes.
+OUTBOX_ARGS ?= --messages 1000 --seconds 5 --rounds 3
+bench-outbox: install
+	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk"; exit 1; }
+	$(BIN)/python bench/outbox.py $(OUTBOX_ARGS)
 
 # The deep API fuzzing run (the test suite has a bounded in-process one): schemathesis
 # against a live `authkeep serve` on SQLite, every check, --mode all, authenticated

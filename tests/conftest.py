@@ -238,6 +238,10 @@ GENEROUS_LIMITS: dict[str, Any] = {
     "refresh_rate_limit": "100000/minute",
     "password_change_rate_limit": "100000/minute",
     "password_strength_rate_limit": "100000/minute",
+    "mail_recipient_rate_limit": "100000/minute",
+    "mail_ip_rate_limit": "100000/minute",
+    # No challenge after failed logins (tests/http/test_login_challenge.py sets its own).
+    "challenge_after_failures": 0,
 }
 
 

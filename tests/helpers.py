@@ -13,6 +13,9 @@ import httpx
 from fastapi import FastAPI
 
 from authkeep import Authkeep
+from authkeep.db import users as user_rows
+from authkeep.db.base import utcnow
+from authkeep.security.emails import email_key, normalize_email
 
 PEER = ("203.0.113.7", 40000)
 
@@ -35,12 +38,58 @@ PASSWORD = "correct horse battery staple"
 
 
 async def register(
-    http: httpx.AsyncClient, email: str = "alice@example.com", password: str = PASSWORD
+    http: httpx.AsyncClient,
+    email: str = "alice@example.com",
+    password: str = PASSWORD,
+    *,
+    verified: bool = False,
 ) -> dict[str, Any]:
-    """Register a user and return the response body."""
+    """Register a user and return it as ``GET /auth/me`` would show it.
+
+    The register answer is a 202 that does not say whether an account was made (issue 11),
+    so the user is read from the app's database (``http`` must be an in-process client of
+    :func:`client_for`). ``verified`` marks the address as proven, without reading mail.
+    """
     response = await http.post("/api/v1/auth/register", json={"email": email, "password": password})
-    assert response.status_code == 201, response.text
-    return dict(response.json())
+    assert response.status_code == 202, response.text
+    app = app_of(http)
+    if verified:
+        await mark_verified(app, email)
+    return await user_json(app, email)
+
+
+def app_of(http: httpx.AsyncClient) -> FastAPI:
+    """The app behind an in-process client of :func:`client_for`."""
+    transport = http._transport
+    assert isinstance(transport, httpx.ASGITransport), "needs an in-process client"
+    return cast(FastAPI, transport.app)
+
+
+async def user_json(app: FastAPI, email: str) -> dict[str, Any]:
+    """The account with ``email`` as the API shows a user."""
+    services = authkeep_of(app).services
+    async with services.db.reading() as conn:
+        user = await user_rows.get_by_email_key(conn, email_key(normalize_email(email)))
+    assert user is not None, f"no account for {email}"
+    return {
+        "id": str(user.id),
+        "email": user.email,
+        "full_name": user.full_name,
+        "is_active": user.is_active,
+        "created_at": user.created_at.isoformat().replace("+00:00", "Z"),
+        "email_verified": user.email_verified,
+    }
+
+
+async def mark_verified(app: FastAPI, email: str) -> None:
+    """Mark the address of the account with ``email`` as proven (as opening the
+    verification link would), and tell every cache."""
+    services = authkeep_of(app).services
+    async with services.db.transaction() as conn:
+        user = await user_rows.get_by_email_key(conn, email_key(normalize_email(email)))
+        assert user is not None, f"no account for {email}"
+        await user_rows.mark_email_verified(conn, user.id, user.email, utcnow())
+    await services.revocations.users_changed([str(user.id)])
 
 
 async def login(

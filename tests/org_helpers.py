@@ -1,5 +1,6 @@
 """Helpers for the organization and role tests (importable as ``org_helpers``): sign people
-up, build an organization with one member per role, switch organizations."""
+up, build an organization with one member per role (through invitations, the only way in),
+switch organizations."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from dataclasses import dataclass
 
 import httpx
 
-from helpers import PASSWORD, bearer, login, register
+import helpers
+from helpers import PASSWORD, app_of, bearer, login, register
 
 ORGS = "/api/v1/orgs"
+INVITATIONS = "/api/v1/auth/invitations"
 SWITCH = "/api/v1/auth/switch-org"
 ROLES = ("admin", "editor", "viewer")
 
@@ -32,9 +35,33 @@ class Person:
 
 async def sign_up(http: httpx.AsyncClient, email: str) -> Person:
     """Register and log in."""
-    user = await register(http, email)
+    await register(http, email)
     pair = await login(http, email, PASSWORD)
-    return Person(email, uuid.UUID(user["id"]), pair["access_token"], pair["refresh_token"])
+    user_id = uuid.UUID(pair["user"]["id"])
+    return Person(email, user_id, pair["access_token"], pair["refresh_token"])
+
+
+async def mark_verified(http: httpx.AsyncClient, person: Person) -> None:
+    """Record ``person``'s address as verified, as opening their verification link does
+    (the verification flow has its own tests)."""
+    await helpers.mark_verified(app_of(http), person.email)
+
+
+async def invite(
+    http: httpx.AsyncClient, admin: Person, org_id: uuid.UUID, email: str, role: str = "viewer"
+) -> httpx.Response:
+    """``admin`` invites ``email`` with ``role``."""
+    return await http.post(
+        f"{ORGS}/{org_id}/invitations", json={"email": email, "role": role}, headers=admin.auth
+    )
+
+
+async def pending_id(http: httpx.AsyncClient, person: Person, org_id: uuid.UUID) -> uuid.UUID:
+    """The id of ``person``'s pending invitation into ``org_id``."""
+    listed = await http.get(INVITATIONS, headers=person.auth)
+    assert listed.status_code == 200, listed.text
+    [found] = [i for i in listed.json() if i["org_id"] == str(org_id)]
+    return uuid.UUID(found["id"])
 
 
 async def create_org(http: httpx.AsyncClient, person: Person, name: str = "Acme") -> uuid.UUID:
@@ -46,14 +73,34 @@ async def create_org(http: httpx.AsyncClient, person: Person, name: str = "Acme"
     return org_id
 
 
+async def join(
+    http: httpx.AsyncClient,
+    inviter: dict[str, str],
+    org_id: uuid.UUID,
+    person: Person,
+    role: str,
+) -> None:
+    """Make ``person`` a member with ``role`` the only way there is: the admin whose
+    Authorization header is ``inviter`` invites them, they (address verified) accept."""
+    invited = await http.post(
+        f"{ORGS}/{org_id}/invitations", json={"email": person.email, "role": role}, headers=inviter
+    )
+    assert invited.status_code == 202, invited.text
+    await mark_verified(http, person)
+    invitation_id = await pending_id(http, person, org_id)
+    accepted = await http.post(
+        f"{INVITATIONS}/accept", json={"invitation_id": str(invitation_id)}, headers=person.auth
+    )
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["role"] == role
+
+
 async def add_member(
     http: httpx.AsyncClient, admin: Person, org_id: uuid.UUID, person: Person, role: str
 ) -> None:
-    """Add ``person`` with ``role`` (as ``admin``) and make it their active organization."""
-    response = await http.post(
-        f"{ORGS}/{org_id}/members", json={"email": person.email, "role": role}, headers=admin.auth
-    )
-    assert response.status_code == 201, response.text
+    """:func:`join` ``person`` to ``org_id`` (invited by ``admin``) and make it their
+    active organization."""
+    await join(http, admin.auth, org_id, person, role)
     await switch(http, person, org_id)
 
 

@@ -29,3 +29,10 @@ def test_every_public_error_derives_from_the_root() -> None:
     ]
     assert authkeep.InvalidCredentials in errors
     assert all(issubclass(error, authkeep.AuthkeepError) for error in errors)
+
+
+def test_what_the_docs_and_examples_import_is_public() -> None:
+    # docs/embedding.md and examples/ protect routes with these aliases and serve the docs
+    # offline with install_docs: none of them may need a private module path.
+    for name in ("OrgAdmin", "OrgEditor", "OrgViewer", "install_docs", "require_role"):
+        assert name in authkeep.__all__, name

@@ -8,6 +8,8 @@ and without it. Bench-only: it reaches into internals on purpose and is never sh
   revoked, user unchanged" without asking anyone;
 - ``token_memory``: the codec forgets every verified access token, so each request
   verifies its token in full (PyJWT), as the JWT-only floor does;
+- ``outbox``: the outbox accepts nothing (no row, nothing to deliver): the flows run as
+  they do with email, minus the email and its mail intent (``bench/outbox.py``);
 - anything else (or unset): the full stack, exactly as ``authkeep serve`` runs it.
 """
 
@@ -35,6 +37,10 @@ class _NoMemory:
         pass
 
 
+async def _queue_nothing(*args: object, **kwargs: object) -> None:
+    return None
+
+
 class _NeverRevoked:
     async def check(self, session_id: str, user_id: str) -> tuple[bool, str | None]:
         return False, "bench"
@@ -47,7 +53,7 @@ def create() -> FastAPI:
     if without in _MIDDLEWARE:
         # The stack is built on the first request: dropping the entry now is enough.
         app.user_middleware = [m for m in app.user_middleware if m.cls is not _MIDDLEWARE[without]]
-    if without in ("revocation", "token_memory"):
+    if without in ("revocation", "token_memory", "outbox"):
         inner = app.router.lifespan_context
 
         @asynccontextmanager
@@ -56,6 +62,10 @@ def create() -> FastAPI:
                 services = authkeep.services
                 if without == "revocation":
                     services.authenticator._revocations = _NeverRevoked()  # type: ignore[assignment]
+                elif without == "outbox":
+                    # The flows and the mailer hold this very Outbox: its enqueue, patched on
+                    # the instance, is theirs.
+                    services.delivery.outbox.enqueue = _queue_nothing  # type: ignore[method-assign]
                 else:
                     services.codec._verified = _NoMemory()  # type: ignore[assignment]
                 yield state

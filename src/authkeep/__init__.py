@@ -21,8 +21,18 @@ from authkeep.errors import (
     TokenReused,
 )
 from authkeep.http.app import Authkeep, create_app
-from authkeep.http.authz import CurrentCaller, TenantDB, current_caller, require_role
+from authkeep.http.authz import (
+    CurrentCaller,
+    OrgAdmin,
+    OrgEditor,
+    OrgViewer,
+    TenantDB,
+    current_caller,
+    require_role,
+)
 from authkeep.http.deps import CurrentPrincipal, CurrentUser, current_principal, current_user
+from authkeep.http.docs import install_docs
+from authkeep.http.uploads import CheckedUpload, UploadCheck
 from authkeep.security.permissions import Role
 from authkeep.services.authn import ApiKeyIdentity, Principal
 from authkeep.services.authz import OrgAccess
@@ -32,6 +42,7 @@ __all__ = [
     "ApiKeyIdentity",
     "Authkeep",
     "AuthkeepError",
+    "CheckedUpload",
     "Conflict",
     "CurrentCaller",
     "CurrentPrincipal",
@@ -41,6 +52,9 @@ __all__ = [
     "InvalidToken",
     "NotFound",
     "OrgAccess",
+    "OrgAdmin",
+    "OrgEditor",
+    "OrgViewer",
     "Overloaded",
     "PermissionDenied",
     "PolicyViolation",
@@ -51,6 +65,7 @@ __all__ = [
     "TenantDB",
     "TenantDatabase",
     "TokenReused",
+    "UploadCheck",
     "UserRecord",
     "create_app",
     "current_caller",
@@ -58,6 +73,7 @@ __all__ = [
     "current_user",
     "disable_tenancy",
     "enable_tenancy",
+    "install_docs",
     "migrate_database",
     "require_role",
     "run_migrations",

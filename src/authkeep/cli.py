@@ -8,16 +8,21 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
 import typer
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from authkeep.audit_cli import audit_app
+from authkeep.config_report import describe_load_error, problem_lines, setting_lines, verdict
 from authkeep.db import migrate as migrations
 from authkeep.db import users as user_rows
+from authkeep.db.base import utcnow
 from authkeep.errors import AuthkeepError, Conflict
+from authkeep.key_report import key_report_lines
 from authkeep.security.emails import email_key_of
 from authkeep.security.keys import KeyConfigError, generate_key
 from authkeep.settings import InspectedSettings, Settings, find_problems
@@ -39,14 +44,29 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def load_settings() -> Settings:
-    """Settings from the environment, or exit 2 with what to fix."""
+    """Settings from the environment, or exit 2 with one line per setting to fix."""
     try:
         return Settings()
-    except ValidationError as exc:
-        messages = "; ".join(
-            str(error["msg"]).removeprefix("Value error, ") for error in exc.errors()
-        )
-        raise _fail(f"configuration refused: {messages}", 2) from None
+    except (ValidationError, SettingsError) as exc:
+        raise _fail(f"configuration refused: {'; '.join(describe_load_error(exc))}", 2) from None
+
+
+def _show_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(f"authkeep {package_version('authkeep')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_show_version, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """authkeep: authentication and authorization for FastAPI backends."""
 
 
 def _run(make: Callable[[], Awaitable[T]]) -> T:
@@ -154,10 +174,16 @@ async def _create_admin(settings: Settings, email: str) -> str:
         async with services.db.transaction() as conn:
             found = await user_rows.get_credentials(conn, email_key_of(email))
             if found is not None:
-                await user_rows.update_user(conn, found[0].id, is_superuser=True)
-                return f"promoted {found[0].email} to platform admin"
+                # The operator vouches for the address: an admin must be able to sign in
+                # with AUTHKEEP_EMAIL_VERIFICATION=required.
+                user = found[0]
+                verified_at = user.email_verified_at or utcnow()
+                await user_rows.update_user(
+                    conn, user.id, is_superuser=True, email_verified_at=verified_at
+                )
+                return f"promoted {user.email} to platform admin"
         user = await services.accounts.register(
-            email=email, password=_admin_password(), is_superuser=True
+            email=email, password=_admin_password(), is_superuser=True, email_verified=True
         )
         return f"created platform admin {user.email}"
     finally:
@@ -204,7 +230,10 @@ def seed_demo() -> None:
             for email in DEMO_USERS:
                 try:
                     await services.accounts.register(
-                        email=email, password=DEMO_PASSWORD, full_name=email.split("@")[0].title()
+                        email=email,
+                        password=DEMO_PASSWORD,
+                        full_name=email.split("@")[0].title(),
+                        email_verified=True,
                     )
                     created.append(email)
                 except Conflict:
@@ -219,94 +248,35 @@ def seed_demo() -> None:
         typer.echo(f"  {email}")
 
 
-def _show(value: object) -> str:
-    if isinstance(value, SecretStr):
-        return f"set ({len(value.get_secret_value())} characters, hidden)"
-    if value is None:
-        return "not set"
-    return str(value)
-
-
-SECURITY_SETTINGS = (
-    "env",
-    "secret_key",
-    "jwt_keys_dir",
-    "database_url",
-    "redis_url",
-    "access_token_expire_minutes",
-    "refresh_token_expire_days",
-    "session_idle_timeout",
-    "refresh_reuse_interval_seconds",
-    "jwt_issuer",
-    "jwt_audience",
-    "jwt_leeway_seconds",
-    "rate_limit_enabled",
-    "rate_limit_per_minute",
-    "login_rate_limit",
-    "login_ip_failure_limit",
-    "login_account_failure_limits",
-    "login_known_client_days",
-    "register_rate_limit",
-    "refresh_rate_limit",
-    "password_change_rate_limit",
-    "password_strength_rate_limit",
-    "allowed_origins",
-    "trusted_hosts",
-    "trusted_proxies",
-    "max_body_bytes",
-    "demo_mode",
-    "argon2_memory_kib",
-    "argon2_time_cost",
-    "argon2_parallelism",
-    "hash_workers",
-    "audit_checkpoint_key",
-    "audit_checkpoint_dir",
-    "audit_checkpoint_interval_seconds",
-    "email_backend",
-    "public_url",
-    "smtp_host",
-    "smtp_port",
-    "smtp_username",
-    "smtp_password",
-    "smtp_tls",
-    "outbox_in_process",
-)
-
-
 @app.command("check-config")
-def check_config() -> None:
-    """Print every security-relevant setting and each problem; exit 1 if production would
-    refuse to start with this configuration."""
+def check_config(
+    production: Annotated[
+        bool, typer.Option("--production", help="Judge the configuration as production would.")
+    ] = False,
+) -> None:
+    """Print every setting (secrets hidden) and each problem with its reason and fix; exit 1
+    on a problem that the configured environment (or, with --production, production) would
+    refuse."""
     try:
         settings = InspectedSettings()
-    except ValidationError as exc:
-        for error in exc.errors():
-            where = ".".join(str(part) for part in error["loc"]) or "settings"
-            typer.echo(f"REFUSE  AUTHKEEP_{where.upper()}: {error['msg']}")
+    except (ValidationError, SettingsError) as exc:
+        for line in describe_load_error(exc):
+            typer.echo(f"REFUSE  {line}")
         raise typer.Exit(1) from None
-    for name in SECURITY_SETTINGS:
-        value = getattr(settings, name)
-        if name == "database_url":
-            value = _mask_url(value)
-        typer.echo(f"AUTHKEEP_{name.upper():<38} {_show(value)}")
+    for line in setting_lines(settings):
+        typer.echo(line)
+    typer.echo("")
+    for line in key_report_lines(settings):  # each key's id and age, never the key
+        typer.echo(line)
     problems = find_problems(settings)
-    if problems:
-        typer.echo("")
-    for problem in problems:
-        label = {"refuse": "REFUSE", "production": "PROD", "warning": "WARN"}[problem.level]
-        typer.echo(f"{label:<7} {problem.message}")
-    if any(problem.blocks("production") for problem in problems):
+    typer.echo("")
+    for line in problem_lines(problems):
+        typer.echo(line)
+    closing, refused = verdict(problems, "production" if production else settings.env)
+    for line in closing:
+        typer.echo(line)
+    if refused:
         raise typer.Exit(1)
-    typer.echo("\nno problem that production would refuse")
-
-
-def _mask_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # an unparsable URL is shown masked entirely
-        return "(unparsable URL)"
 
 
 @app.command()
@@ -378,6 +348,56 @@ def keys_generate(
     typer.echo(f"created {path} (kid {path.stem}); set AUTHKEEP_JWT_KEYS_DIR={directory}")
 
 
+@keys_app.command("rotate")
+def keys_rotate(
+    force: Annotated[
+        bool, typer.Option("--force", help="Make a successor now, whatever the key's age.")
+    ] = False,
+) -> None:
+    """Run the rotation schedule on AUTHKEEP_JWT_KEYS_DIR (daily, e.g. from cron): make a
+    successor published AUTHKEEP_JWT_KEY_PREPUBLISH_HOURS before it signs, once the signing
+    key nears AUTHKEEP_KEY_MAX_AGE_DAYS; delete keys no unexpired token can need."""
+    from datetime import timedelta
+
+    from authkeep.security.key_schedule import rotate
+
+    settings = load_settings()
+    if settings.jwt_keys_dir is None:
+        raise _fail(
+            "AUTHKEEP_JWT_KEYS_DIR is not set; HS256 secrets rotate through "
+            "AUTHKEEP_PREVIOUS_SECRET_KEYS (docs/key-rotation.md)"
+        )
+    longest = max(
+        timedelta(minutes=settings.access_token_expire_minutes), settings.session_lifetime
+    )
+    try:
+        result = rotate(
+            settings.jwt_keys_dir,
+            max_age=timedelta(days=settings.key_max_age_days),
+            prepublish=timedelta(hours=settings.jwt_key_prepublish_hours),
+            retire_after=longest + timedelta(seconds=settings.jwt_leeway_seconds),
+            force=force,
+        )
+    except (OSError, KeyConfigError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"signing: {result.signing}")
+    if result.generated is not None and result.active_from is not None:
+        typer.echo(
+            f"generated: {result.generated}, published now, signs from "
+            f"{result.active_from.isoformat()}; restart every worker before then"
+        )
+    for kid in result.retired:
+        typer.echo(f"retired: {kid}")
+    if result.generated is None and not result.retired:
+        typer.echo("nothing due")
+
+
 def main() -> None:
     """Entry point of the ``authkeep`` console script."""
-    app()
+    try:
+        app()
+    except (ValidationError, SettingsError) as exc:
+        # A command that read its settings some other way than load_settings: still one
+        # line per setting, not a traceback that may hold the value.
+        typer.echo(f"error: configuration refused: {'; '.join(describe_load_error(exc))}", err=True)
+        raise SystemExit(2) from None

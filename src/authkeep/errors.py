@@ -10,6 +10,10 @@
     ├── NotFound                  absent, or in another tenant (never says which)
     ├── Conflict                  e.g. the email is already registered
     ├── PolicyViolation           a value breaks a rule (password policy, last admin)
+    ├── InvitationUnusable        accepted, declined, revoked or expired invitation (400)
+    ├── EmailTokenUnusable        a bad, used, expired or voided link from an email (400)
+    ├── EmailNotVerified          right password, but the address is not proven yet (403)
+    ├── ChallengeRequired         failed logins: a solved challenge is required (401)
     ├── RateLimited               too many attempts; carries retry_after
     ├── Overloaded                a bounded resource is full (hashing queue)
     └── DependencyUnavailable     a backing service (database, Redis) does not answer
@@ -18,6 +22,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 
 class AuthkeepError(Exception):
@@ -83,6 +88,38 @@ class PolicyViolation(AuthkeepError):
     """A submitted value breaks a rule; ``detail`` says which, never echoing the value."""
 
     detail = "Request violates policy"
+
+
+class InvitationUnusable(AuthkeepError):
+    """The invitation exists for the caller but can no longer be accepted or declined;
+    ``detail`` says why (accepted, declined, revoked, expired)."""
+
+    detail = "This invitation can no longer be used"
+
+
+class EmailTokenUnusable(AuthkeepError):
+    """A token from an email (verification, reset, email change) is unknown, used, expired
+    or voided; which one is never said."""
+
+    detail = "Invalid or expired link: request a new one"
+
+
+class EmailNotVerified(AuthkeepError):
+    """The password was right but the account's address is not verified, and
+    ``AUTHKEEP_EMAIL_VERIFICATION=required``."""
+
+    detail = "Email not verified"
+
+
+class ChallengeRequired(AuthkeepError):
+    """Too many failed attempts for this email or client IP: the next attempt needs a solved
+    challenge. ``challenge`` is a fresh one for the client (public, no secret)."""
+
+    detail = "Too many failed attempts: solve the challenge and send its solution"
+
+    def __init__(self, detail: str | None = None, *, challenge: dict[str, Any]) -> None:
+        super().__init__(detail)
+        self.challenge = challenge
 
 
 class RateLimited(AuthkeepError):

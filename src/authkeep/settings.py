@@ -8,18 +8,19 @@ the tests all read the same list.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import limits
 from limits import RateLimitItem
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Environment = Literal["development", "test", "production"]
 
@@ -88,6 +89,59 @@ def parse_limits(value: str, field: str | None = None) -> list[RateLimitItem]:
         ) from None
 
 
+DEFAULT_TRUSTED_HOSTS = ("localhost", "127.0.0.1")
+TextList = Annotated[list[str], NoDecode]
+"""A list setting: read from the environment as a JSON list or as comma-separated text."""
+# The async drivers authkeep runs on; a bare dialect means its driver here.
+DATABASE_DRIVERS = {"postgresql": "asyncpg", "postgres": "asyncpg", "sqlite": "aiosqlite"}
+_URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9]*)(?:\+([A-Za-z0-9_]+))?://")
+
+
+def parse_text_list(value: str, name: str) -> list[str]:
+    """``value`` as a list: a JSON list of strings (``["a", "b"]``), else comma-separated
+    (``a, b``); empty text is an empty list. ValueError naming ``name`` otherwise."""
+    text = value.strip()
+    if not text.startswith("["):
+        return [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        items = json.loads(text)
+    except ValueError:
+        items = None
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise ValueError(
+            f"{name} is not a JSON list of strings; write it as JSON, e.g. "
+            '["api.example.com", "www.example.com"], or comma-separated: '
+            "api.example.com,www.example.com"
+        )
+    return items
+
+
+def supported_database_url(url: str, name: str = "AUTHKEEP_DATABASE_URL") -> str:
+    """``url`` with the async driver authkeep uses, or ValueError naming ``name``.
+
+    ``postgresql://`` (and ``postgres://``) mean ``postgresql+asyncpg://``, ``sqlite://``
+    means ``sqlite+aiosqlite://``; any other dialect or driver is refused here, in one line,
+    rather than at the first query with an import error. The message never holds the URL
+    (it may carry a password).
+    """
+    match = _URL_SCHEME.match(url.strip())
+    example = "postgresql+asyncpg://user:password@host:5432/db or sqlite+aiosqlite:///./authkeep.db"
+    if match is None:
+        raise ValueError(f"{name} is not a database URL; use {example}")
+    dialect, driver = match.group(1).lower(), match.group(2)
+    wanted = DATABASE_DRIVERS.get(dialect)
+    if wanted is None:
+        raise ValueError(
+            f"{name} names the {dialect} database, which authkeep does not support; use {example}"
+        )
+    if driver is not None and driver.lower() != wanted:
+        raise ValueError(
+            f"{name} names the {driver} driver; authkeep runs on {wanted} only: use {example}"
+        )
+    canonical = "postgresql" if wanted == "asyncpg" else dialect
+    return f"{canonical}+{wanted}://" + url.strip()[match.end() :]
+
+
 def failures_per_day(items: list[RateLimitItem]) -> int:
     """The most events ``items`` together let through in any 24 hours."""
     day = 24 * 60 * 60
@@ -143,6 +197,15 @@ class Settings(BaseSettings):
     env: Environment = "development"
     secret_key: SecretStr | None = None
     secret_key_file: Path = Path(".authkeep-secret")
+    # Rotation (docs/key-rotation.md): secrets that verify and read but never sign or write.
+    # A JSON list or comma-separated; newest first.
+    previous_secret_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # When AUTHKEEP_SECRET_KEY was made (a date): check-config reports its age from it.
+    secret_key_created_at: date | None = None
+    # check-config warns about a key older than this (0: never).
+    key_max_age_days: int = Field(default=90, ge=0, le=3650)
+    # `authkeep keys rotate`: how long a new asymmetric key sits in the JWKS before it signs.
+    jwt_key_prepublish_hours: int = Field(default=24, ge=0, le=24 * 30)
 
     database_url: str = "sqlite+aiosqlite:///./authkeep.db"
     database_pool_size: int = Field(default=10, ge=1, le=200)
@@ -169,15 +232,41 @@ class Settings(BaseSettings):
     # Progressive delay: failed logins per account, several windows (see docs/rate-limits.md).
     login_account_failure_limits: str = "10 per 15 minutes; 20 per hour; 100 per day"
     login_known_client_days: int = Field(default=30, ge=0, le=365)
+    # A challenge after failed logins (docs/challenge.md): failures per email or per client
+    # IP, within the failure windows above, before each attempt needs a solved challenge.
+    # 0 = never; off as well when rate limiting is off.
+    challenge_after_failures: int = Field(default=3, ge=0, le=1000)
+    challenge_provider: Literal["altcha", "turnstile", "hcaptcha", "recaptcha"] = "altcha"
+    # ALTCHA's cost: the largest secret number; a client needs about half as many SHA-256
+    # hashes (1,000,000: roughly a second of a phone's CPU in the widget).
+    challenge_altcha_max_number: int = Field(default=1_000_000, ge=1, le=100_000_000)
+    challenge_expire_seconds: int = Field(default=300, ge=10, le=3600)
+    # Turnstile, hCaptcha, reCAPTCHA: the secret and site key from the service's console,
+    # and its siteverify URL (None: the service's public one).
+    challenge_secret: SecretStr | None = None
+    challenge_site_key: str | None = Field(default=None, max_length=200)
+    challenge_verify_url: str | None = None
     register_rate_limit: str = "10/hour"
     refresh_rate_limit: str = "30/minute"
     password_change_rate_limit: str = "5 per 15 minutes"
     # POST /auth/password/strength, per client IP: a sign-up page's meter (debounced).
     password_strength_rate_limit: str = "30/minute"
+    # Emails the open flows (register, resend, forgot, email change) may cause, per
+    # recipient address (over it: the email is silently skipped, the answer unchanged) and
+    # per client IP (over it: 429). Counted alike for existing and unknown addresses.
+    mail_recipient_rate_limit: str = "5 per hour"
+    mail_ip_rate_limit: str = "20 per hour"
 
-    allowed_origins: list[str] = Field(default_factory=list)
-    trusted_hosts: list[str] = Field(default_factory=lambda: ["localhost", "127.0.0.1"])
-    trusted_proxies: list[str] = Field(default_factory=list)
+    # Accounts by email (docs/email.md). None: required in production, optional elsewhere.
+    email_verification: Literal["required", "optional", "off"] | None = None
+    email_verification_expire_hours: int = Field(default=48, ge=1, le=14 * 24)
+    password_reset_expire_minutes: int = Field(default=60, ge=5, le=24 * 60)
+    email_change_expire_hours: int = Field(default=24, ge=1, le=7 * 24)
+
+    # List settings: a JSON list or comma-separated text (see _text_list).
+    allowed_origins: TextList = Field(default_factory=list)
+    trusted_hosts: TextList = Field(default_factory=lambda: list(DEFAULT_TRUSTED_HOSTS))
+    trusted_proxies: TextList = Field(default_factory=list)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
 
     demo_mode: bool = False
@@ -204,13 +293,13 @@ class Settings(BaseSettings):
     # base64url of its 32 bytes; development generates one into the key file.
     audit_checkpoint_key: SecretStr | None = None
     audit_checkpoint_key_file: Path = Path(".authkeep-audit-key")
-    audit_checkpoint_public_keys: list[str] = Field(default_factory=list)
+    audit_checkpoint_public_keys: TextList = Field(default_factory=list)
     audit_checkpoint_dir: Path | None = None
     audit_checkpoint_interval_seconds: int = Field(default=3600, ge=0, le=7 * 24 * 3600)
 
-    metrics_allowed_ips: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+    metrics_allowed_ips: TextList = Field(default_factory=lambda: ["127.0.0.1", "::1"])
     # Platform admin routes: client IPs/CIDRs allowed in; empty means no IP restriction.
-    admin_allowed_ips: list[str] = Field(default_factory=list)
+    admin_allowed_ips: TextList = Field(default_factory=list)
 
     # Mail and the outbox (docs/email.md). None: console outside production; production
     # must choose (the console would print reset links into the process's logs).
@@ -226,6 +315,9 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_tls: Literal["starttls", "ssl", "none"] = "starttls"
     smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # Invitations into organizations (docs/authorization.md): days a pending one stays
+    # acceptable.
+    invitation_expire_days: int = Field(default=7, ge=1, le=90)
     outbox_in_process: bool = True
     outbox_max_attempts: int = Field(default=12, ge=1, le=100)
     outbox_batch_size: int = Field(default=20, ge=1, le=1000)
@@ -241,11 +333,48 @@ class Settings(BaseSettings):
         "refresh_rate_limit",
         "password_change_rate_limit",
         "password_strength_rate_limit",
+        "mail_recipient_rate_limit",
+        "mail_ip_rate_limit",
     )
     @classmethod
     def _one_limit(cls, value: str, info: ValidationInfo) -> str:
         if len(parse_limits(value, info.field_name)) != 1:
             raise ValueError(f"AUTHKEEP_{str(info.field_name).upper()} must be one limit")
+        return value
+
+    @field_validator(
+        "allowed_origins",
+        "trusted_hosts",
+        "trusted_proxies",
+        "audit_checkpoint_public_keys",
+        "metrics_allowed_ips",
+        "admin_allowed_ips",
+        mode="before",
+    )
+    @classmethod
+    def _text_list(cls, value: object, info: ValidationInfo) -> object:
+        # Operators write AUTHKEEP_TRUSTED_HOSTS=api.example.com as often as the JSON form;
+        # both mean the same, and a malformed JSON list is one line naming the setting.
+        if not isinstance(value, str):
+            return value
+        return parse_text_list(value, f"AUTHKEEP_{str(info.field_name).upper()}")
+
+    @field_validator("database_url", "migration_database_url", "audit_purge_database_url")
+    @classmethod
+    def _supported_database(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        return supported_database_url(value, f"AUTHKEEP_{str(info.field_name).upper()}")
+
+    @field_validator("previous_secret_keys", mode="before")
+    @classmethod
+    def _secret_list(cls, value: object) -> object:
+        # JSON when it looks like JSON, else comma-separated: a secret with a comma needs JSON.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
     @field_validator("login_account_failure_limits")
@@ -345,6 +474,13 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _default_email_verification(self) -> Settings:
+        # Resolved here so that check-config prints the mode in force, not "not set".
+        if self.email_verification is None:
+            self.email_verification = self.verification_mode
+        return self
+
+    @model_validator(mode="after")
     def _refuse_unsafe(self) -> Settings:
         if not type(self).enforce:
             return self
@@ -367,6 +503,14 @@ class Settings(BaseSettings):
     def migrations_url(self) -> str:
         """Where migrations run: the owner role's URL, else the app's own."""
         return self.migration_database_url or self.database_url
+
+    @property
+    def verification_mode(self) -> Literal["required", "optional", "off"]:
+        """``AUTHKEEP_EMAIL_VERIFICATION``: as set, else required in production and optional
+        elsewhere (so a development quick start signs in without reading mail)."""
+        if self.email_verification is not None:
+            return self.email_verification
+        return "required" if self.is_production else "optional"
 
     @property
     def mail_backend(self) -> Literal["console", "file", "smtp"]:
@@ -397,7 +541,8 @@ def find_problems(settings: Settings) -> list[Problem]:
         problems.append(
             Problem(
                 "AUTHKEEP_SECRET_KEY",
-                "AUTHKEEP_SECRET_KEY is not set; production needs a strong one: " + SECRET_HINT,
+                "AUTHKEEP_SECRET_KEY is not set (development signs with a key generated once "
+                f"into {settings.secret_key_file}); production needs a strong one: " + SECRET_HINT,
                 "production",
             )
         )
@@ -405,7 +550,9 @@ def find_problems(settings: Settings) -> list[Problem]:
         weakness = secret_weakness(settings.secret_key.get_secret_value())
         if weakness:
             problems.append(Problem("AUTHKEEP_SECRET_KEY", f"{weakness}: {SECRET_HINT}", "refuse"))
+    problems.extend(_previous_secret_problems(settings))
     problems.extend(_idle_timeout_problems(settings))
+    problems.extend(_challenge_problems(settings))
     if any(origin.strip() == "*" for origin in settings.allowed_origins):
         problems.append(
             Problem(
@@ -424,12 +571,24 @@ def find_problems(settings: Settings) -> list[Problem]:
                 "production",
             )
         )
-    if "trusted_hosts" not in settings.model_fields_set or not settings.trusted_hosts:
+    if not settings.trusted_hosts:
         problems.append(
             Problem(
                 "AUTHKEEP_TRUSTED_HOSTS",
-                "AUTHKEEP_TRUSTED_HOSTS is not set; production must list the host names it "
-                'serves, e.g. ["api.example.com"]',
+                "AUTHKEEP_TRUSTED_HOSTS is empty, so no Host header is accepted; list the "
+                'host names this service answers to, e.g. ["api.example.com"] or '
+                "api.example.com",
+                "production",
+            )
+        )
+    elif "trusted_hosts" not in settings.model_fields_set:
+        default = ", ".join(DEFAULT_TRUSTED_HOSTS)
+        problems.append(
+            Problem(
+                "AUTHKEEP_TRUSTED_HOSTS",
+                f"AUTHKEEP_TRUSTED_HOSTS is left at its default ({default}), which fits a local "
+                "server only; production must list the host names it serves, e.g. "
+                '["api.example.com"] or api.example.com',
                 "production",
             )
         )
@@ -522,6 +681,16 @@ def find_problems(settings: Settings) -> list[Problem]:
 def _mail_problems(settings: Settings) -> list[Problem]:
     """Where production email would leak a link or a password, or go nowhere."""
     problems: list[Problem] = []
+    if settings.is_production and settings.verification_mode != "required":
+        problems.append(
+            Problem(
+                "AUTHKEEP_EMAIL_VERIFICATION",
+                f"AUTHKEEP_EMAIL_VERIFICATION is {settings.verification_mode}: accounts sign "
+                "in with addresses nobody proved they own (anyone can sign up as someone "
+                "else); set it to required",
+                "warning",
+            )
+        )
     if settings.mail_backend == "console":
         problems.append(
             Problem(
@@ -553,6 +722,63 @@ def _mail_problems(settings: Settings) -> list[Problem]:
                 "AUTHKEEP_SMTP_TLS",
                 "AUTHKEEP_SMTP_TLS is none with a password: the SMTP credentials and every "
                 "email would cross the network in clear; use starttls or ssl",
+                "production",
+            )
+        )
+    return problems
+
+
+def _previous_secret_problems(settings: Settings) -> list[Problem]:
+    """A previous secret still verifies tokens: a weak one lets anybody forge them."""
+    problems: list[Problem] = []
+    for position, secret in enumerate(settings.previous_secret_keys, start=1):
+        weakness = secret_weakness(secret.get_secret_value())
+        if weakness:
+            reason = weakness.replace("AUTHKEEP_SECRET_KEY", "it")
+            problems.append(
+                Problem(
+                    "AUTHKEEP_PREVIOUS_SECRET_KEYS",
+                    f"AUTHKEEP_PREVIOUS_SECRET_KEYS entry {position}: {reason}; a previous "
+                    "secret still verifies tokens, so remove it",
+                    "refuse",
+                )
+            )
+    return problems
+
+
+MIN_PRODUCTION_POW = 10_000
+"""Below this ALTCHA cost a password sprayer's CPU barely notices the challenge."""
+
+
+def _challenge_problems(settings: Settings) -> list[Problem]:
+    """The challenge after failed logins (docs/challenge.md)."""
+    problems: list[Problem] = []
+    provider = settings.challenge_provider
+    if provider != "altcha" and settings.challenge_secret is None:
+        problems.append(
+            Problem(
+                "AUTHKEEP_CHALLENGE_SECRET",
+                f"AUTHKEEP_CHALLENGE_PROVIDER={provider} needs AUTHKEEP_CHALLENGE_SECRET "
+                "(the secret key from the service's console) to verify tokens",
+                "refuse",
+            )
+        )
+    url = settings.challenge_verify_url
+    if provider != "altcha" and url is not None and not url.startswith("https://"):
+        problems.append(
+            Problem(
+                "AUTHKEEP_CHALLENGE_VERIFY_URL",
+                "AUTHKEEP_CHALLENGE_VERIFY_URL is not https: the challenge secret would travel "
+                "in clear text and anyone on the path could answer 'success'",
+                "production",
+            )
+        )
+    if provider == "altcha" and settings.challenge_altcha_max_number < MIN_PRODUCTION_POW:
+        problems.append(
+            Problem(
+                "AUTHKEEP_CHALLENGE_ALTCHA_MAX_NUMBER",
+                f"AUTHKEEP_CHALLENGE_ALTCHA_MAX_NUMBER is below {MIN_PRODUCTION_POW}: the "
+                "proof of work costs a password sprayer almost nothing (default 1000000)",
                 "production",
             )
         )

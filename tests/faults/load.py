@@ -36,8 +36,9 @@ class Outcome:
     """None when no HTTP answer came back at all (connection refused or reset)."""
     body: str
     retry_after: str | None
-    user_id: str | None = None
-    """The new user's id, for a registration answered 201."""
+    email: str | None = None
+    """The registered address, for a registration answered 202 (the answer names no
+    account: it is the same for a taken address)."""
 
 
 @dataclass
@@ -58,14 +59,14 @@ class Load:
 
     async def _one(self, http: httpx.AsyncClient, kind: str) -> None:
         started = time.monotonic()
-        user_id = None
+        email = None
         try:
             if kind == "register":
-                email = f"load-{uuid.uuid4().hex[:12]}@example.com"
-                body = {"email": email, "password": PASSWORD}
+                new_email = f"load-{uuid.uuid4().hex[:12]}@example.com"
+                body = {"email": new_email, "password": PASSWORD}
                 response = await http.post(self._url(REGISTER), json=body)
-                if response.status_code == 201:
-                    user_id = str(response.json()["id"])
+                if response.status_code == 202:
+                    email = new_email
             elif kind == "login":
                 body = {"email": self.account["email"], "password": PASSWORD}
                 response = await http.post(self._url(LOGIN), json=body)
@@ -85,7 +86,7 @@ class Load:
                 response.status_code,
                 response.text[:500],
                 response.headers.get("retry-after"),
-                user_id,
+                email,
             )
         )
 
@@ -138,7 +139,7 @@ async def account(http: httpx.AsyncClient, base: str) -> dict[str, str]:
     email = f"steady-{uuid.uuid4().hex[:12]}@example.com"
     body = {"email": email, "password": PASSWORD}
     created = await http.post(base + REGISTER, json=body)
-    assert created.status_code == 201, created.text
+    assert created.status_code == 202, created.text
     pair = await http.post(base + LOGIN, json=body)
     assert pair.status_code == 200, pair.text
     return {"email": email, "access_token": str(pair.json()["access_token"])}

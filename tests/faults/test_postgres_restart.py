@@ -16,7 +16,6 @@ import json
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -148,29 +147,26 @@ async def test_postgres_crash_gives_clean_503s_then_recovers_without_losing_a_ro
     assert server.proc.poll() is None, "authkeep was restarted or died"
     assert "Traceback" not in server.log_tail(100_000)
 
-    # No data lost: every 201 is a committed user with its audit row.
-    created = {o.user_id for o in outcomes if o.status == 201}
+    # No data lost: every 202 is a committed user with its audit row.
+    created = {o.email for o in outcomes if o.status == 202}
     assert created
     conn = await asyncpg.connect(private_postgres.url("authkeep", driver="postgresql"))
     try:
-        users = {
-            str(r["id"])
-            for r in await conn.fetch(
-                "SELECT id FROM users WHERE id = ANY($1::uuid[])",
-                [uuid.UUID(u) for u in created if u],
-            )
-        }
+        rows = await conn.fetch(
+            "SELECT id, email FROM users WHERE email = ANY($1::text[])", list(created)
+        )
+        ids = {str(r["id"]) for r in rows}
         audited = {
             r["entity_id"]
             for r in await conn.fetch(
                 "SELECT entity_id FROM audit_log WHERE action = 'user.registered' "
                 "AND entity_id = ANY($1::text[])",
-                list(created),
+                list(ids),
             )
         }
     finally:
         await conn.close()
-    assert users == created
-    assert audited == created
+    assert {r["email"] for r in rows} == created
+    assert audited == ids
     verified = verify_audit(private_postgres, tmp_path)
     assert verified.returncode == 0, verified.stdout + verified.stderr

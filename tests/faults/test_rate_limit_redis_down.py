@@ -104,9 +104,11 @@ async def test_redis_outage_closes_logins_opens_the_global_limit_and_recovers(
             assert refused.json() == {"detail": LOGIN_UNAVAILABLE}
             # A hint for well-behaved clients (and load balancers) of when to come back.
             assert int(refused.headers["retry-after"]) >= 1
-            form = {"username": "alice@example.com", "password": PASSWORD}
-            assert (await http.post(TOKEN, data=form)).status_code == 503
-            # Registration too (its 409 is an enumeration oracle); refresh fails open.
+            form = {"grant_type": "password", "username": "alice@example.com", "password": PASSWORD}
+            oauth2 = await http.post(TOKEN, data=form)
+            assert oauth2.status_code == 503
+            assert oauth2.json()["error"] == "temporarily_unavailable"
+            # Registration too (it sends mail: its limits guard inboxes); refresh fails open.
             new = {"email": "bob@example.com", "password": PASSWORD}
             assert (await http.post("/api/v1/auth/register", json=new)).status_code == 503
             rotated = await http.post(

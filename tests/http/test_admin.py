@@ -124,7 +124,7 @@ async def test_search_and_paging(client: httpx.AsyncClient, root: dict[str, str]
         body: dict[str, Any] = {"email": email, "password": PASSWORD}
         if name:
             body["full_name"] = name
-        assert (await client.post("/api/v1/auth/register", json=body)).status_code == 201
+        assert (await client.post("/api/v1/auth/register", json=body)).status_code == 202
 
     everyone = await search(client, root)
     assert everyone["total"] == 5

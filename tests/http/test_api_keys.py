@@ -33,6 +33,7 @@ from authkeep.db.models import ApiKey
 from authkeep.services import api_keys as api_key_service
 from authkeep.services.audit import Action
 from helpers import bearer, client_for, login, register, running
+from org_helpers import join, sign_up
 
 KEYS = "/api/v1/api-keys"
 ORGS = "/api/v1/orgs"
@@ -114,12 +115,10 @@ async def new_org(http: httpx.AsyncClient, email: str, name: str = "Acme") -> Me
 
 
 async def add_member(http: httpx.AsyncClient, admin: Member, email: str, role: str) -> Member:
-    """Register ``email`` and add them to ``admin``'s organization with ``role``."""
-    await register(http, email)
-    added = await http.post(
-        f"{ORGS}/{admin.org_id}/members", json={"email": email, "role": role}, headers=admin.headers
-    )
-    assert added.status_code == 201, added.text
+    """Register ``email`` and have them join ``admin``'s organization with ``role`` (invited,
+    accepted)."""
+    person = await sign_up(http, email)
+    await join(http, admin.headers, uuid.UUID(admin.org_id), person, role)
     return await scoped_login(http, email, admin.org_id)
 
 
@@ -442,7 +441,9 @@ async def test_keys_cannot_manage_keys_or_members(client: httpx.AsyncClient, ali
             await client.get(KEYS, headers=headers),
             await client.delete(f"{KEYS}/{created['id']}", headers=headers),
             await client.post(
-                members, json={"email": "dave@example.com", "role": "admin"}, headers=headers
+                f"{ORGS}/{alice.org_id}/invitations",
+                json={"email": "dave@example.com", "role": "admin"},
+                headers=headers,
             ),
             await client.get(members, headers=headers),
             await client.patch(

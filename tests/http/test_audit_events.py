@@ -16,7 +16,7 @@ from authkeep import PermissionDenied, RateLimited, Settings, create_app
 from authkeep.db import users as user_rows
 from authkeep.db.audit import EntryRecord
 from authkeep.services.audit import Action, Actor
-from helpers import PASSWORD, PEER, bearer, client_for, login, register, running
+from helpers import PASSWORD, PEER, bearer, client_for, login, register, running, user_json
 
 NEW_PASSWORD = "an entirely different passphrase 42"
 CLIENT_IP = PEER[0]
@@ -60,8 +60,8 @@ async def test_register(app: FastAPI, client: httpx.AsyncClient) -> None:
     response = await client.post(
         "/api/v1/auth/register", json={"email": "alice@example.com", "password": PASSWORD}
     )
-    assert response.status_code == 201
-    user_id = response.json()["id"]
+    assert response.status_code == 202
+    user_id = (await user_json(app, "alice@example.com"))["id"]
     row = await only(app, Action.USER_REGISTERED)
     same_request(row, response)
     assert (row.outcome, row.entity_type, row.entity_id) == ("success", "user", user_id)

@@ -64,10 +64,14 @@ async def test_docs_and_openapi_are_served_outside_production(client: httpx.Asyn
     assert docs.headers["content-type"].startswith("text/html")
     assert missing_security_headers(docs) == []
 
-    # Its own CSP: the Swagger UI CDN and the page's inline script by hash, nothing inline
-    # beyond that, and calls to this origin only.
+    # Its own CSP: scripts from this origin and the page's inline script by hash, nothing
+    # inline beyond that, and calls to this origin only. No CDN: the docs work offline.
     csp = docs.headers["content-security-policy"]
-    assert "script-src https://cdn.jsdelivr.net 'sha256-" in csp
+    assert "script-src 'self' 'sha256-" in csp
+    assert "style-src 'self';" in csp
+    assert "https:" not in csp
+    assert "cdn" not in docs.text
+    assert "https://" not in docs.text
     assert "'unsafe-inline'" not in csp
     assert "'unsafe-eval'" not in csp
     assert "connect-src 'self'" in csp
@@ -77,6 +81,22 @@ async def test_docs_and_openapi_are_served_outside_production(client: httpx.Asyn
     for script in inline:
         digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
         assert f"'sha256-{digest}'" in csp
+
+    # Every file the page loads is served here, from the fastapi-offline package.
+    loaded = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
+    assert sorted(loaded) == [
+        "/api/docs/static/favicon.png",
+        "/api/docs/static/swagger-ui-bundle.js",
+        "/api/docs/static/swagger-ui.css",
+    ]
+    for path in loaded:
+        asset = await client.get(path)
+        assert asset.status_code == 200, path
+        assert asset.content
+        assert missing_security_headers(asset) == []
+    bundle = await client.get("/api/docs/static/swagger-ui-bundle.js")
+    assert "SwaggerUIBundle" in bundle.text
+    assert bundle.headers["content-type"].startswith(("text/javascript", "application/javascript"))
 
     openapi = await client.get("/openapi.json")
     assert openapi.status_code == 200
@@ -91,15 +111,21 @@ async def test_docs_and_openapi_are_served_outside_production(client: httpx.Asyn
 
 
 async def test_the_authorize_button_flow_works(client: httpx.AsyncClient) -> None:
-    # What Swagger UI's Authorize button sends: a urlencoded password grant.
+    # What Swagger UI's Authorize button sends: a urlencoded password grant with an empty
+    # scope, and the (empty) client id and secret in the body or in a Basic header. authkeep
+    # has public clients only: those are ignored, the empty scope counts as none.
     await register(client)
-    response = await client.post(
-        "/api/v1/auth/token",
-        data={"grant_type": "password", "username": "alice@example.com", "password": PASSWORD},
-    )
-    assert response.status_code == 200
-    me = await client.get("/api/v1/auth/me", headers=bearer(response.json()["access_token"]))
-    assert me.status_code == 200
+    grant = {"grant_type": "password", "username": "alice@example.com", "password": PASSWORD}
+    for extra, headers in (
+        ({"scope": ""}, {"Authorization": "Basic Og=="}),
+        ({"scope": "", "client_id": "", "client_secret": ""}, {}),
+    ):
+        response = await client.post("/api/v1/auth/token", data={**grant, **extra}, headers=headers)
+        assert response.status_code == 200, response.text
+        assert response.headers["pragma"] == "no-cache"
+        token = response.json()["access_token"]
+        me = await client.get("/api/v1/auth/me", headers=bearer(token))
+        assert me.status_code == 200
 
 
 async def test_production_serves_no_docs(
@@ -116,7 +142,13 @@ async def test_production_serves_no_docs(
     assert settings.is_production
     app = create_app(settings)
     async with running(app), client_for(app) as http:
-        for path in ("/api/docs", "/openapi.json", "/docs", "/redoc"):
+        for path in (
+            "/api/docs",
+            "/openapi.json",
+            "/docs",
+            "/redoc",
+            "/api/docs/static/swagger-ui-bundle.js",
+        ):
             response = await http.get(path)
             assert response.status_code == 404, path
             assert missing_security_headers(response) == []

@@ -21,6 +21,8 @@ from helpers import PASSWORD, authkeep_of, bearer, login, register
 LOGIN = "/api/v1/auth/login"
 TOKEN = "/api/v1/auth/token"
 FAILURE = {"detail": "Incorrect email or password"}
+# The OAuth2 token endpoint says the same in RFC 6749's words (400 invalid_grant).
+FORM_FAILURE = {"error": "invalid_grant", "error_description": "Incorrect email or password"}
 
 Attempt = Callable[[str, str], Awaitable[httpx.Response]]
 
@@ -34,7 +36,8 @@ def json_login(client: httpx.AsyncClient) -> Attempt:
 
 def form_login(client: httpx.AsyncClient) -> Attempt:
     async def attempt(email: str, password: str) -> httpx.Response:
-        return await client.post(TOKEN, data={"username": email, "password": password})
+        form = {"grant_type": "password", "username": email, "password": password}
+        return await client.post(TOKEN, data=form)
 
     return attempt
 
@@ -87,14 +90,18 @@ async def test_the_four_failures_are_indistinguishable(
     attempts = await failing_users(client, app)
     dummy = authkeep_of(app).services.hasher._dummy_hash
     verified = record_verifications(monkeypatch, app)
-    for route in (json_login(client), form_login(client)):
+    for route, status, failure in (
+        (json_login(client), 401, FAILURE),
+        (form_login(client), 400, FORM_FAILURE),
+    ):
         shapes = {}
         for name, credentials in attempts.items():
             verified.clear()
             response = await route(*credentials)
-            assert response.status_code == 401, name
-            assert response.json() == FAILURE, name
-            assert response.headers["www-authenticate"] == "Bearer", name
+            assert response.status_code == status, name
+            assert response.json() == failure, name
+            if status == 401:
+                assert response.headers["www-authenticate"] == "Bearer", name
             shapes[name] = shape(response)
             # The same work whatever the failure: one argon2 verification, against the
             # dummy hash when there is no account.
@@ -115,11 +122,11 @@ async def test_a_malformed_email_fails_like_an_unknown_one(
     await register(client)
     dummy = authkeep_of(app).services.hasher._dummy_hash
     verified = record_verifications(monkeypatch, app)
-    reference = shape(await client.post(LOGIN, json={"email": "x@example.com", "password": "p"}))
     # NUL and invisible characters cannot be in any stored address; PostgreSQL refuses NUL
     # outright, which once turned these into 500s.
-    for email in ("alice\x00@example.com", "al\u200bice@example.com", "not-an-email", "@@@"):
-        for attempt in (json_login(client), form_login(client)):
+    for attempt in (json_login(client), form_login(client)):
+        reference = shape(await attempt("x@example.com", "p"))
+        for email in ("alice\x00@example.com", "al\u200bice@example.com", "not-an-email", "@@@"):
             response = await attempt(email, PASSWORD)
             assert shape(response) == reference, email
     assert verified
@@ -140,13 +147,14 @@ async def test_a_login_returns_the_contract_fields(client: httpx.AsyncClient) ->
     assert pair["token_type"] == "bearer"
     assert pair["expires_in"] == 30 * 60
     assert pair["user"] == user
-    assert set(user) == {"id", "email", "full_name", "is_active", "created_at"}
+    assert set(user) == {"id", "email", "full_name", "is_active", "created_at", "email_verified"}
 
 
 async def test_the_form_route_issues_working_tokens(client: httpx.AsyncClient) -> None:
     await register(client)
     response = await client.post(
-        TOKEN, data={"username": "alice@example.com", "password": PASSWORD}
+        TOKEN,
+        data={"grant_type": "password", "username": "alice@example.com", "password": PASSWORD},
     )
     assert response.status_code == 200
     body = response.json()
@@ -158,6 +166,8 @@ async def test_the_form_route_issues_working_tokens(client: httpx.AsyncClient) -
 
 
 async def test_the_form_route_rejects_a_missing_field(client: httpx.AsyncClient) -> None:
-    response = await client.post(TOKEN, data={"username": "alice@example.com"})
-    assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == ["body", "password"]
+    response = await client.post(
+        TOKEN, data={"grant_type": "password", "username": "alice@example.com"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"

@@ -122,7 +122,7 @@ async def test_a_new_password_must_not_contain_the_users_name(
         "/api/v1/auth/register",
         json={"email": "fox@example.com", "password": PASSWORD, "full_name": "Fox Mulder"},
     )
-    assert registered.status_code == 201, registered.text
+    assert registered.status_code == 202, registered.text
     token = (await login(client, "fox@example.com"))["access_token"]
     refused = await client.post(
         "/api/v1/auth/password",

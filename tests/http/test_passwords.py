@@ -93,7 +93,7 @@ async def test_the_policy_is_applied_and_never_echoes_the_password(
         REGISTER,
         json={"email": "carol@example.com", "password": "purple monkey dishwasher in spring"},
     )
-    assert accepted.status_code == 201
+    assert accepted.status_code == 202
 
 
 async def test_a_1024_character_password_works(client: httpx.AsyncClient) -> None:
@@ -183,7 +183,7 @@ async def test_the_loop_keeps_serving_while_passwords_hash(
         assert health.status_code == 200
         assert not registering.done()
         gate.release.set()
-        assert (await registering).status_code == 201
+        assert (await registering).status_code == 202
     finally:
         gate.release.set()
     assert gate.threads
@@ -225,7 +225,7 @@ async def test_a_full_hashing_queue_answers_503_with_retry_after(
             assert (await http.get("/health")).status_code == 200
 
             gate.release.set()
-            assert [(await first).status_code, (await second).status_code] == [201, 201]
+            assert [(await first).status_code, (await second).status_code] == [202, 202]
         finally:
             gate.release.set()
         # The queue drained: the refused user can register now.

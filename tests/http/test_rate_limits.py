@@ -59,7 +59,8 @@ async def post_login(
 async def post_token(
     http: httpx.AsyncClient, email: str = "alice@example.com", password: str = PASSWORD
 ) -> httpx.Response:
-    return await http.post(TOKEN, data={"username": email, "password": password})
+    form = {"grant_type": "password", "username": email, "password": password}
+    return await http.post(TOKEN, data=form)
 
 
 async def allowed_before_refusal(
@@ -74,10 +75,15 @@ async def allowed_before_refusal(
     pytest.fail(f"no 429 within {most} requests")
 
 
-def assert_refusal(response: httpx.Response, limit: int) -> None:
-    """A contract 429: JSON detail, Retry-After and the RateLimit-* headers."""
+def assert_refusal(response: httpx.Response, limit: int, *, oauth2: bool = False) -> None:
+    """A contract 429: JSON detail (the token endpoint: RFC 6749's error members),
+    Retry-After and the RateLimit-* headers."""
     assert response.status_code == 429
-    assert set(response.json()) == {"detail"}
+    if oauth2:
+        assert set(response.json()) == {"error", "error_description"}
+        assert response.json()["error"] == "temporarily_unavailable"
+    else:
+        assert set(response.json()) == {"detail"}
     assert int(response.headers["retry-after"]) >= 1
     assert response.headers["ratelimit-limit"] == str(limit)
     assert response.headers["ratelimit-remaining"] == "0"
@@ -112,7 +118,7 @@ async def test_login_and_token_endpoints_share_the_email_budget(
         await register(http)
         for send in (post_login, post_token, post_login, post_token):
             assert (await send(http)).status_code == 200
-        assert_refusal(await post_token(http), 4)
+        assert_refusal(await post_token(http), 4, oauth2=True)
         assert_refusal(await post_login(http), 4)
 
 
@@ -130,7 +136,7 @@ async def test_case_and_spacing_do_not_buy_more_tries(
         for email in [*variants, "user@example.com"]:
             assert (await post_login(http, email)).status_code == 200
         assert_refusal(await post_login(http, "User@Example.com "), 5)
-        assert_refusal(await post_token(http, "uSeR@example.COM"), 5)
+        assert_refusal(await post_token(http, "uSeR@example.COM"), 5, oauth2=True)
 
 
 async def test_the_email_limit_is_counted_before_the_password_is_checked(

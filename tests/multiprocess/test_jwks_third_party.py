@@ -39,7 +39,7 @@ def _env(workdir: Path, keys: Path) -> dict[str, str]:
 def _access_token(base: str, *, register: bool) -> str:
     body = {"email": "verifier@example.com", "password": PASSWORD}
     if register:
-        assert httpx.post(base + "/api/v1/auth/register", json=body).status_code == 201
+        assert httpx.post(base + "/api/v1/auth/register", json=body).status_code == 202
     response = httpx.post(base + "/api/v1/auth/login", json=body)
     assert response.status_code == 200, response.text
     return str(response.json()["access_token"])

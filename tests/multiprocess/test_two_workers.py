@@ -60,7 +60,7 @@ async def register(http: httpx.AsyncClient, base: str, email: str) -> None:
     response = await http.post(
         f"{base}/api/v1/auth/register", json={"email": email, "password": PASSWORD}
     )
-    assert response.status_code == 201, response.text
+    assert response.status_code == 202, response.text
 
 
 async def login(http: httpx.AsyncClient, base: str, email: str) -> dict[str, str]:
@@ -153,8 +153,17 @@ async def test_fifty_simultaneous_refreshes_across_two_workers(
     assert original["successor_jti"] == live[0]["jti"]
 
 
+async def mark_verified(database: str, email: str) -> None:
+    """Record the address as proven, as its verification link would (a DBA's write)."""
+    conn = await asyncpg.connect(PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + database)
+    try:
+        await conn.execute("UPDATE users SET email_verified_at = now() WHERE email_key = $1", email)
+    finally:
+        await conn.close()
+
+
 async def test_a_demotion_through_one_worker_applies_on_the_other_at_once(
-    workers: tuple[Server, Server],
+    workers: tuple[Server, Server], fresh_database: str
 ) -> None:
     # Each worker keeps users and roles in memory; the change counter in Redis is what
     # tells worker b that worker a changed this member.
@@ -168,13 +177,25 @@ async def test_a_demotion_through_one_worker_applies_on_the_other_at_once(
         )
         assert created.status_code == 201, created.text
         org_id = created.json()["id"]
-        added = await http.post(
-            f"{a.url}/api/v1/orgs/{org_id}/members",
+        invited = await http.post(
+            f"{a.url}/api/v1/orgs/{org_id}/invitations",
             json={"email": "deputy@example.com", "role": "admin"},
             headers=bearer(owner["access_token"]),
         )
-        assert added.status_code == 201, added.text
+        assert invited.status_code == 202, invited.text
+        # The deputy joins by accepting, through the other worker.
+        await mark_verified(fresh_database, "deputy@example.com")
         deputy = await login(http, b.url, "deputy@example.com")
+        mine = await http.get(
+            f"{b.url}/api/v1/auth/invitations", headers=bearer(deputy["access_token"])
+        )
+        [invitation] = mine.json()
+        added = await http.post(
+            f"{b.url}/api/v1/auth/invitations/accept",
+            json={"invitation_id": invitation["id"]},
+            headers=bearer(deputy["access_token"]),
+        )
+        assert added.status_code == 200, added.text
         switched = await http.post(
             f"{b.url}/api/v1/auth/switch-org",
             json={"org_id": org_id},

@@ -81,7 +81,7 @@ async def test_api_keys_manage_no_organization_or_member(
         orgs.create(key, "Other"),
         orgs.rename(key, org, "Renamed"),
         orgs.delete(key, org),
-        orgs.add_member(key, org, "x@example.com", Role.ADMIN),
+        services(app).invitations.invite(key, org, "x@example.com", Role.ADMIN),
         orgs.change_role(key, org, two.user.id, Role.VIEWER),
         orgs.remove_member(key, org, two.user.id),
         orgs.switch(key, org),

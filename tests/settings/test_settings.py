@@ -134,7 +134,7 @@ def test_production_refuses_to_run_without_a_secret() -> None:
 def test_production_refuses_to_run_without_trusted_hosts() -> None:
     with pytest.raises(ValidationError) as caught:
         Settings(_env_file=None, env="production", secret_key=STRONG)  # type: ignore[call-arg]
-    assert "AUTHKEEP_TRUSTED_HOSTS is not set" in str(caught.value)
+    assert "AUTHKEEP_TRUSTED_HOSTS is left at its default" in str(caught.value)
     assert '["api.example.com"]' in str(caught.value)
     with pytest.raises(ValidationError, match="AUTHKEEP_TRUSTED_HOSTS"):
         make(env="production", secret_key=STRONG, trusted_hosts=[])

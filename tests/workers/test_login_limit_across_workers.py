@@ -79,7 +79,7 @@ async def test_concurrent_logins_across_workers_admit_exactly_the_limit(
         created = await http.post(
             servers[0].url + "/api/v1/auth/register", json={"email": email, "password": PASSWORD}
         )
-        assert created.status_code == 201, created.text
+        assert created.status_code == 202, created.text
         body = {"email": email, "password": PASSWORD}
         responses = await asyncio.gather(
             *(

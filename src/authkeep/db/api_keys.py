@@ -82,6 +82,7 @@ _USER_COLUMNS = (
     User.is_superuser,
     User.created_at,
     User.deleted_at,
+    User.email_verified_at,
 )
 
 

@@ -199,8 +199,10 @@ class Membership(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     # How the user came in: "created" the organization, accepted an "invitation", or "legacy"
-    # (added directly before invitations existed, without the user's consent).
-    origin: Mapped[str] = mapped_column(String(16), default="created")
+    # (added directly before invitations existed, without the user's consent). The default
+    # is the migration's: a row written without saying (an operator's insert) never becomes
+    # a login's starting organization.
+    origin: Mapped[str] = mapped_column(String(16), default="legacy")
 
     __table_args__ = (CheckConstraint(_ROLE_CHECK, name="role"),)
 

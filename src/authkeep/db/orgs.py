@@ -10,13 +10,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
 from sqlalchemy import Row, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from authkeep.db.models import AuthSession, Membership, Organization, User
-from authkeep.db.users import UserRecord
 from authkeep.security.permissions import Role, parse_role
 
 
@@ -53,6 +53,16 @@ class AlreadyMember(Exception):
     """The user already belongs to the organization."""
 
 
+Origin = Literal["created", "invitation", "legacy"]
+"""How a membership came to be: the user ``created`` the organization, accepted an
+``invitation``, or was added directly before invitations existed (``legacy``, without
+consent; migration 0008 keeps those)."""
+CREATED: Origin = "created"
+INVITATION: Origin = "invitation"
+LANDING_ORIGINS: tuple[Origin, ...] = (CREATED, INVITATION)
+"""The memberships a new session may start in: ones the user chose."""
+
+
 _LIVE = Organization.deleted_at.is_(None)
 _ORG_COLUMNS = (Organization.id, Organization.name, Organization.created_at, Membership.role)
 _MEMBER_COLUMNS = (User.id, User.email, User.full_name, Membership.role, Membership.created_at)
@@ -78,7 +88,9 @@ async def insert_org(
             id=org_id, name=name, created_by=creator, created_at=now, updated_at=now
         )
     )
-    await insert_member(conn, org_id=org_id, user_id=creator, role=Role.ADMIN, now=now)
+    await insert_member(
+        conn, org_id=org_id, user_id=creator, role=Role.ADMIN, now=now, origin=CREATED
+    )
     return OrgRecord(org_id, name, now, Role.ADMIN)
 
 
@@ -116,6 +128,22 @@ async def org_for_member(
     return _org(row) if row else None
 
 
+async def lock_org(conn: AsyncConnection, org_id: uuid.UUID) -> bool:
+    """Take the live organization's row lock (PostgreSQL ``FOR UPDATE``) until the
+    transaction ends, as every membership change does first; False when it is gone.
+
+    Taking it *first* keeps one lock order (organization, then memberships and
+    invitations): a membership insert otherwise takes a key-share lock on the organization
+    only after locking an invitation, and deadlocks with an admin's revoke, which goes the
+    other way round."""
+    row = (
+        await conn.execute(
+            select(Organization.id).where(Organization.id == org_id, _LIVE).with_for_update()
+        )
+    ).first()
+    return row is not None
+
+
 async def rename_org(conn: AsyncConnection, org_id: uuid.UUID, name: str, now: datetime) -> None:
     """Change an organization's name."""
     await conn.execute(
@@ -136,9 +164,16 @@ async def soft_delete_org(conn: AsyncConnection, org_id: uuid.UUID, now: datetim
 
 
 async def insert_member(
-    conn: AsyncConnection, *, org_id: uuid.UUID, user_id: uuid.UUID, role: Role, now: datetime
+    conn: AsyncConnection,
+    *,
+    org_id: uuid.UUID,
+    user_id: uuid.UUID,
+    role: Role,
+    now: datetime,
+    origin: Origin,
 ) -> None:
-    """Add a member; :class:`AlreadyMember` if they belong already."""
+    """Add a member; :class:`AlreadyMember` if they belong already. ``origin`` records how
+    they came in (it decides whether a login may start in this organization)."""
     try:
         async with conn.begin_nested():
             await conn.execute(
@@ -148,6 +183,7 @@ async def insert_member(
                     role=role.value,
                     created_at=now,
                     updated_at=now,
+                    origin=origin,
                 )
             )
     except IntegrityError:
@@ -179,22 +215,16 @@ async def member(
     return _member(row) if row else None
 
 
-async def find_user(conn: AsyncConnection, email_key: str) -> UserRecord | None:
-    """The user whose folded email is ``email_key`` (to add them as a member)."""
+async def has_member_with_email(conn: AsyncConnection, org_id: uuid.UUID, email_key: str) -> bool:
+    """Whether the account with the folded email ``email_key`` is a member of ``org_id``."""
     row = (
         await conn.execute(
-            select(
-                User.id,
-                User.email,
-                User.full_name,
-                User.is_active,
-                User.is_superuser,
-                User.created_at,
-                User.deleted_at,
-            ).where(User.email_key == email_key)
+            select(Membership.user_id)
+            .join(User, User.id == Membership.user_id)
+            .where(Membership.organization_id == org_id, User.email_key == email_key)
         )
     ).first()
-    return UserRecord(*row) if row else None
+    return row is not None
 
 
 async def count_admins(conn: AsyncConnection, org_id: uuid.UUID) -> int:
@@ -235,14 +265,22 @@ async def remove_member(conn: AsyncConnection, org_id: uuid.UUID, user_id: uuid.
 _DEFAULT_ORG = (
     select(Membership.organization_id, Membership.role)
     .join(Organization, Organization.id == Membership.organization_id)
-    .where(Membership.user_id == bindparam("user_id"), _LIVE)
+    .where(
+        Membership.user_id == bindparam("user_id"),
+        # A session never starts in an organization the user did not create or accept: a
+        # membership someone else made (legacy direct adds) would otherwise be where an
+        # embedding app stores the new user's data, in the adder's tenant.
+        Membership.origin.in_(LANDING_ORIGINS),
+        _LIVE,
+    )
     .order_by(Membership.created_at, Membership.organization_id)
     .limit(1)
 )
 
 
 async def default_org(conn: AsyncConnection, user_id: uuid.UUID) -> ActiveOrg | None:
-    """The organization a new session starts in: the user's oldest membership."""
+    """The organization a new session starts in: the user's oldest membership that they
+    created or accepted (``legacy`` ones are reachable by switching, never by default)."""
     row = (await conn.execute(_DEFAULT_ORG, {"user_id": user_id})).first()
     role = parse_role(row[1]) if row else None
     return ActiveOrg(row[0], role) if row and role else None

@@ -25,11 +25,18 @@ class UserRecord:
     is_superuser: bool
     created_at: datetime
     deleted_at: datetime | None
+    email_verified_at: datetime | None = None
+    """When the owner proved the address (a link sent to it was opened); None: never."""
 
     @property
     def can_sign_in(self) -> bool:
         """Active and not deleted."""
         return self.is_active and self.deleted_at is None
+
+    @property
+    def email_verified(self) -> bool:
+        """Whether the owner proved the current address."""
+        return self.email_verified_at is not None
 
 
 _COLUMNS = (
@@ -40,6 +47,7 @@ _COLUMNS = (
     User.is_superuser,
     User.created_at,
     User.deleted_at,
+    User.email_verified_at,
 )
 
 
@@ -95,6 +103,12 @@ async def get_credentials(conn: AsyncConnection, email_key: str) -> tuple[UserRe
     return _record(row[:-1]), row[-1]
 
 
+async def get_by_email_key(conn: AsyncConnection, email_key: str) -> UserRecord | None:
+    """The user with this folded email, deleted or not."""
+    row = (await conn.execute(select(*_COLUMNS).where(User.email_key == email_key))).first()
+    return _record(row) if row else None
+
+
 async def get_password_hash(conn: AsyncConnection, user_id: uuid.UUID) -> str | None:
     """The stored hash of a user's password."""
     return (
@@ -110,9 +124,12 @@ async def insert_user(
     hashed_password: str,
     full_name: str | None,
     is_superuser: bool = False,
+    email_verified: bool = False,
 ) -> UserRecord:
-    """Create a user; raise :class:`EmailTaken` when the email is registered."""
+    """Create a user; raise :class:`EmailTaken` when the email is registered.
+    ``email_verified``: the address counts as proven (an operator created the account)."""
     now = utcnow()
+    verified_at = now if email_verified else None
     user_id = uuid.uuid4()
     try:
         async with conn.begin_nested():
@@ -127,11 +144,12 @@ async def insert_user(
                     is_superuser=is_superuser,
                     created_at=now,
                     updated_at=now,
+                    email_verified_at=verified_at,
                 )
             )
     except IntegrityError:
         raise EmailTaken() from None
-    return UserRecord(user_id, email, full_name, True, is_superuser, now, None)
+    return UserRecord(user_id, email, full_name, True, is_superuser, now, None, verified_at)
 
 
 async def set_password_hash(conn: AsyncConnection, user_id: uuid.UUID, hashed: str) -> None:
@@ -139,6 +157,36 @@ async def set_password_hash(conn: AsyncConnection, user_id: uuid.UUID, hashed: s
     await conn.execute(
         update(User).where(User.id == user_id).values(hashed_password=hashed, updated_at=utcnow())
     )
+
+
+async def mark_email_verified(
+    conn: AsyncConnection, user_id: uuid.UUID, email: str, now: datetime
+) -> bool:
+    """Record that the owner proved ``email``, if it is still the account's address (a link
+    sent to an address the account has since left proves nothing about the new one).
+    Returns whether the account's address is ``email``."""
+    result = await conn.execute(
+        update(User)
+        .where(User.id == user_id, User.email == email)
+        .values(email_verified_at=func.coalesce(User.email_verified_at, now), updated_at=now)
+    )
+    return bool(result.rowcount)
+
+
+async def set_email(
+    conn: AsyncConnection, user_id: uuid.UUID, *, email: str, email_key: str, now: datetime
+) -> None:
+    """Give the account a new (proven) address; :class:`EmailTaken` when another account
+    has it."""
+    try:
+        async with conn.begin_nested():
+            await conn.execute(
+                update(User)
+                .where(User.id == user_id)
+                .values(email=email, email_key=email_key, email_verified_at=now, updated_at=now)
+            )
+    except IntegrityError:
+        raise EmailTaken() from None
 
 
 async def update_user(conn: AsyncConnection, user_id: uuid.UUID, **values: object) -> None:

@@ -47,14 +47,19 @@ from authkeep.http.middleware.body_limit import BodyLimitMiddleware
 from authkeep.http.middleware.rate_limit import RateLimitMiddleware
 from authkeep.http.middleware.request_context import RequestContextMiddleware
 from authkeep.http.middleware.security_headers import SecurityHeadersMiddleware
+from authkeep.http.routers import account_email, auth, health, jwks
 from authkeep.http.routers import admin as admin_routes
 from authkeep.http.routers import api_keys as api_key_routes
 from authkeep.http.routers import audit as audit_routes
-from authkeep.http.routers import auth, health, jwks
+from authkeep.http.routers import challenge as challenge_routes
+from authkeep.http.routers import invitations as invitation_routes
 from authkeep.http.routers import metrics as metrics_routes
+from authkeep.http.routers import oauth2 as oauth2_routes
 from authkeep.http.routers import orgs as org_routes
 from authkeep.http.schemas import Readiness
 from authkeep.logging import configure_logging
+from authkeep.security.email_tokens import EmailTokenKey
+from authkeep.security.key_ring import SecretRing
 from authkeep.security.keys import KeyRing
 from authkeep.security.passwords import Argon2Params, PasswordHasher
 from authkeep.security.tokens import TokenCodec
@@ -64,11 +69,19 @@ from authkeep.services.audit import AuditLog
 from authkeep.services.audit_admin import AuditReader
 from authkeep.services.audit_checkpoints import scheduler_from_settings
 from authkeep.services.authn import Authenticator
+from authkeep.services.challenge import (
+    CHALLENGE_KEY_PURPOSE,
+    ChallengeGate,
+    build_challenge_gate,
+)
 from authkeep.services.delivery import Delivery, build_delivery
+from authkeep.services.email_flows import EmailFlows, EmailTokens, MailLimits
+from authkeep.services.invitations import Invitations
 from authkeep.services.login_throttle import LoginThrottle
+from authkeep.services.oauth2 import OAuth2Tokens
 from authkeep.services.orgs import Organizations
 from authkeep.services.platform_admin import PlatformAdmin
-from authkeep.services.rate_limits import RateLimits, pepper_from
+from authkeep.services.rate_limits import RateLimits
 from authkeep.services.revocation import MemoryRevocations, RedisRevocations, RevocationStore
 from authkeep.services.sessions import Sessions
 from authkeep.services.stats import SessionStats
@@ -77,6 +90,7 @@ from authkeep.settings import Problem, Settings, find_problems, load_or_create_d
 log = structlog.get_logger("authkeep")
 
 API_PREFIX = "/api/v1"
+RATE_LIMIT_KEY_PURPOSE = b"authkeep/rate-limit-keys/v1"
 _READY_TIMEOUT = 2.0
 
 
@@ -96,12 +110,19 @@ class Services:
     stats: SessionStats
     rate_limits: RateLimits
     login_throttle: LoginThrottle
+    challenge: ChallengeGate
+    """The challenge after failed logins (docs/challenge.md)."""
     orgs: Organizations
+    invitations: Invitations
     api_keys: ApiKeys
     platform_admin: PlatformAdmin
     redis: Redis | None
     delivery: Delivery
     """The outbox and mailer (``delivery.mailer.enqueue`` in a flow's transaction)."""
+    email_flows: EmailFlows
+    """Sign-up, verification, password reset and email change."""
+    oauth2: OAuth2Tokens
+    """Token revocation (RFC 7009) and introspection (RFC 7662)."""
 
 
 def signing_secret(settings: Settings) -> str:
@@ -120,11 +141,21 @@ def signing_secret(settings: Settings) -> str:
     return value
 
 
-def build_key_ring(settings: Settings) -> KeyRing:
-    """The key ring for ``settings``: the key directory if set, else the HS256 secret."""
+def build_secret_ring(settings: Settings) -> SecretRing:
+    """The server secret and its predecessors (``AUTHKEEP_PREVIOUS_SECRET_KEYS``): the
+    root of every symmetric key (HS256, keyed hashes), whatever signs the tokens."""
+    previous = [value.get_secret_value() for value in settings.previous_secret_keys]
+    return SecretRing.from_secrets(signing_secret(settings), previous)
+
+
+def build_key_ring(settings: Settings, secrets_ring: SecretRing | None = None) -> KeyRing:
+    """The token key ring for ``settings``: the key directory if set, else the HS256
+    secrets of ``secrets_ring`` (built from ``settings`` when not given)."""
     if settings.jwt_keys_dir is not None:
         return KeyRing.from_directory(settings.jwt_keys_dir)
-    return KeyRing.from_secret(signing_secret(settings))
+    ring = secrets_ring if secrets_ring is not None else build_secret_ring(settings)
+    current, *previous = (key.material.decode() for key in ring.keys)
+    return KeyRing.from_secret(current, previous)
 
 
 def build_codec(settings: Settings, keys: KeyRing) -> TokenCodec:
@@ -159,7 +190,8 @@ class Authkeep:
         self.settings = settings if settings is not None else Settings()
         if configure_logs:
             configure_logging(self.settings.log_level, self.settings.log_format)
-        self.keys = build_key_ring(self.settings)
+        self.secrets = build_secret_ring(self.settings)
+        self.keys = build_key_ring(self.settings, self.secrets)
         self.ip_resolver = ClientIPResolver(self.settings.trusted_proxies)
         self.metrics_allow_list = IPAllowList(self.settings.metrics_allowed_ips)
         # None: no IP restriction on the admin routes (the setting is empty).
@@ -215,6 +247,33 @@ class Authkeep:
 
         audit = AuditLog(db, enabled=s.audit_enabled)
         accounts = Accounts(db, hasher, publish, audit, users_changed=users_changed)
+        # Limit keys only live for a window: a rotation merely restarts the counters, so
+        # the newest key hashes them. Derived from the secret, not the token-signing key,
+        # so rotating an asymmetric key changes neither.
+        rate_limits = RateLimits.from_settings(
+            s, pepper=self.secrets.derive(RATE_LIMIT_KEY_PURPOSE).newest.material
+        )
+        # The newest subkey signs challenges, every one verifies: a rotation fails none in
+        # flight. The single-use store is Redis when configured (shared by every worker).
+        challenge = build_challenge_gate(
+            s,
+            keys=[key.material for key in self.secrets.derive(CHALLENGE_KEY_PURPOSE).keys],
+            redis=redis,
+        )
+        delivery = build_delivery(s, db)
+        email_tokens = EmailTokenKey.from_ring(self.secrets)
+        flows = EmailFlows.build(
+            s,
+            db,
+            hasher,
+            accounts,
+            delivery,
+            EmailTokens(email_tokens),
+            MailLimits(rate_limits),
+            audit,
+            publish=publish,
+            users_changed=users_changed,
+        )
         sessions = Sessions(
             db,
             codec,
@@ -223,8 +282,9 @@ class Authkeep:
             reuse_interval=timedelta(seconds=s.refresh_reuse_interval_seconds),
             idle_timeout=s.session_idle_timeout,
             audit=audit,
+            email_gate=flows.signup.require_verified,
         )
-        rate_limits = RateLimits.from_settings(s, pepper=pepper_from(self.keys))
+        authenticator = Authenticator(db, codec, revocations)
         self._services = Services(
             db=db,
             hasher=hasher,
@@ -232,19 +292,32 @@ class Authkeep:
             revocations=revocations,
             accounts=accounts,
             sessions=sessions,
-            authenticator=Authenticator(db, codec, revocations),
+            authenticator=authenticator,
             audit=audit,
             audit_reader=AuditReader(db, audit),
             orgs=Organizations(
                 db, codec, audit, users_changed, idle_timeout=s.session_idle_timeout
             ),
+            invitations=Invitations(
+                db,
+                audit,
+                delivery.mailer,
+                email_tokens,
+                users_changed,
+                expire=timedelta(days=s.invitation_expire_days),
+                verification=s.verification_mode,
+                limits=MailLimits(rate_limits),
+            ),
             api_keys=ApiKeys(db, audit),
             platform_admin=PlatformAdmin(db, accounts),
             stats=SessionStats(db),
             rate_limits=rate_limits,
-            login_throttle=LoginThrottle(rate_limits, sessions),
+            login_throttle=LoginThrottle(rate_limits, sessions, challenge),
+            challenge=challenge,
             redis=redis,
-            delivery=build_delivery(s, db),
+            delivery=delivery,
+            email_flows=flows,
+            oauth2=OAuth2Tokens(codec, sessions, authenticator),
         )
         try:
             await self._check_start(db, audit)
@@ -282,6 +355,7 @@ class Authkeep:
         await services.delivery.stop()
         await services.revocations.close()
         await services.rate_limits.close()
+        await services.challenge.close()
         await services.db.close()
         if services.redis is not None:
             await services.redis.aclose()
@@ -337,12 +411,18 @@ class Authkeep:
         # Matched in this order on every request: the busiest router first.
         return [
             (auth.router, API_PREFIX),
+            (oauth2_routes.router, API_PREFIX),
+            (challenge_routes.router, API_PREFIX),
+            (account_email.router, API_PREFIX),
             (health.router, ""),
             (jwks.router, ""),
+            (oauth2_routes.discovery_router, ""),
             (metrics_routes.router, ""),
             (audit_routes.router, API_PREFIX),
             (org_routes.router, API_PREFIX),
             (org_routes.switch_router, API_PREFIX),
+            (invitation_routes.router, API_PREFIX),
+            (invitation_routes.mine_router, API_PREFIX),
             (api_key_routes.router, API_PREFIX),
             (admin_routes.router, API_PREFIX),
         ]

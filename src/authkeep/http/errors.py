@@ -25,8 +25,10 @@ from starlette.routing import Match
 from authkeep.db.engine import is_unavailable
 from authkeep.errors import (
     AuthkeepError,
+    ChallengeRequired,
     Conflict,
     DependencyUnavailable,
+    EmailNotVerified,
     InvalidCredentials,
     InvalidToken,
     NotFound,
@@ -51,8 +53,10 @@ _MAX_LOC_ITEM = 64
 
 STATUS: tuple[tuple[type[AuthkeepError], int], ...] = (
     (InvalidCredentials, 401),
+    (ChallengeRequired, 401),
     (InvalidToken, 401),
     (PermissionDenied, 403),
+    (EmailNotVerified, 403),
     (NotFound, 404),
     (Conflict, 409),
     (PolicyViolation, 422),
@@ -94,7 +98,59 @@ def error_response(error: AuthkeepError) -> JSONResponse:
         body: Any = [{"loc": ["body", error.field], "msg": error.detail, "type": "value_error"}]
     else:
         body = error.detail
+    if isinstance(error, ChallengeRequired):
+        return JSONResponse(
+            challenge_body({"detail": body}, error), status_code=status, headers=headers
+        )
     return JSONResponse({"detail": body}, status_code=status, headers=headers)
+
+
+def challenge_body(body: dict[str, Any], error: ChallengeRequired) -> dict[str, Any]:
+    """``body`` with the challenge a refused login must solve (``docs/challenge.md``); the
+    OAuth2 token endpoint adds the same two members to its RFC 6749 error."""
+    return {**body, "challenge_required": True, "challenge": error.challenge}
+
+
+# The OAuth2 endpoints (token, revoke, introspect) answer in RFC 6749 §5.2's shape, not
+# {"detail"}: a generic OAuth2 client reads `error`, and would take any other JSON body
+# for a token. A wrong password is `invalid_grant` (400), not 401, which RFC 6749 keeps for
+# client authentication. 429/503 keep their status and Retry-After; their code is
+# `temporarily_unavailable` (§4.1.2.1), the one registered code that means "retry later"
+# (`slow_down` is RFC 8628's "poll less often", another thing). docs/oauth2.md.
+OAUTH2_ERRORS: tuple[tuple[type[AuthkeepError], int, str], ...] = (
+    (InvalidCredentials, 400, "invalid_grant"),
+    (InvalidToken, 400, "invalid_grant"),
+    (EmailNotVerified, 400, "invalid_grant"),
+    (ChallengeRequired, 400, "challenge_required"),
+    (RateLimited, 429, "temporarily_unavailable"),
+    (Overloaded, 503, "temporarily_unavailable"),
+    (DependencyUnavailable, 503, "temporarily_unavailable"),
+)
+
+
+def oauth2_error_response(
+    error: str, description: str, status: int = 400, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """An OAuth2 error answer: ``{"error", "error_description"}`` (RFC 6749 §5.2)."""
+    return JSONResponse(
+        {"error": error, "error_description": description}, status_code=status, headers=headers
+    )
+
+
+def oauth2_response_for(error: AuthkeepError) -> JSONResponse:
+    """The OAuth2 answer for a domain error (:data:`OAUTH2_ERRORS`; any other is a 400
+    ``invalid_request`` saying what was wrong)."""
+    status, code = next(
+        ((status, code) for kind, status, code in OAUTH2_ERRORS if isinstance(error, kind)),
+        (400, "invalid_request"),
+    )
+    headers: dict[str, str] = {}
+    if isinstance(error, RateLimited | Overloaded | DependencyUnavailable):
+        headers["Retry-After"] = str(error.retry_after)
+    body: dict[str, Any] = {"error": code, "error_description": error.detail}
+    if isinstance(error, ChallengeRequired):
+        body = challenge_body(body, error)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _running_services(request: Request) -> Services | None:

@@ -77,3 +77,13 @@ Name = Annotated[
     AfterValidator(partial(clean_display_name, max_length=NAME_MAX)),
 ]
 """An organization's or an API key's name: 1 to 100 characters, one visible at least."""
+
+CHALLENGE_SOLUTION_MAX = 4096
+"""ALTCHA payloads are ~300 characters; CAPTCHA tokens up to ~2,048."""
+
+ChallengeSolution = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=CHALLENGE_SOLUTION_MAX, pattern=r"^[!-~]+$"),
+]
+"""A challenge's solution (``docs/challenge.md``): the ALTCHA widget's base64 payload or a
+CAPTCHA token, printable ASCII without spaces."""

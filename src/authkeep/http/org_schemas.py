@@ -1,17 +1,17 @@
 """Bodies of the organization, member, API-key and platform-admin routes.
 
 Requests forbid unknown fields: ``is_superuser``, ``organization_id``, ``owner_id`` and the
-like cannot ride along in a body (mass assignment). Where a role *is* a field (adding a
-member, creating a key) it is validated against the three roles.
+like cannot ride along in a body (mass assignment). Where a role *is* a field (inviting,
+changing a member's, creating a key) it is validated against the three roles.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict
 
 from authkeep.http.fields import Name, UTCDatetime
 from authkeep.security.permissions import Role
@@ -36,13 +36,6 @@ class OrgOut(BaseModel):
     name: str
     created_at: datetime
     role: Role
-
-
-class MemberIn(_In):
-    """``POST /orgs/{id}/members``: add an existing account by email."""
-
-    email: Annotated[str, StringConstraints(min_length=3, max_length=320)]
-    role: RoleName = "viewer"
 
 
 class MemberRoleIn(_In):
@@ -75,6 +68,16 @@ class OrgTokenOut(BaseModel):
     expires_in: int
     org_id: uuid.UUID
     role: Role
+
+
+class OrgCreatedOut(OrgOut):
+    """``POST /orgs``: the organization; and, when it became the session's active one (the
+    caller had none), an access token scoped to it (the refresh token is unchanged).
+    Otherwise the token fields are null: ``POST /auth/switch-org`` enters it."""
+
+    access_token: str | None = None
+    token_type: Literal["bearer"] | None = None
+    expires_in: int | None = None
 
 
 class ApiKeyIn(_In):

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from authkeep.http.fields import CleanText, DisplayName
+from authkeep.http.fields import ChallengeSolution, CleanText, DisplayName
 from authkeep.security.password_policy import MAX_LENGTH, MIN_SCORE
 
 Email = Annotated[
@@ -46,6 +46,11 @@ class LoginIn(_In):
 
     email: Email
     password: Password
+    challenge_solution: ChallengeSolution | None = Field(
+        default=None,
+        description="Required after failed logins (401 challenge_required): the solved "
+        "challenge, see docs/challenge.md",
+    )
 
 
 class RefreshIn(_In):
@@ -93,6 +98,9 @@ class UserOut(BaseModel):
     full_name: str | None
     is_active: bool
     created_at: datetime
+    email_verified: bool = Field(
+        description="Whether the owner proved the address (opened a link sent to it)"
+    )
 
 
 class TokenOut(BaseModel):

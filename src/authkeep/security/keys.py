@@ -1,18 +1,25 @@
 """Signing keys: one HS256 secret, or a directory of Ed25519/RSA key pairs with ``kid``s.
 
-A key ring signs with its newest key and verifies with all of them, so rotating means adding
-a key (``authkeep keys generate``) and deleting the old one once every token it signed has
-expired. Each key is bound to exactly one algorithm; the verifier is told that algorithm and no
-other, which is what stops algorithm-confusion attacks (an HS256 token "signed" with a public
-key, ``alg: none`` and the like).
+A key ring signs with its newest *active* key and verifies with all of them, so rotating means
+adding a key and deleting the old one once every token it signed has expired. A key file's
+name starts with the moment it becomes active (``20250101T000000000000Z-<random>``):
+``authkeep keys generate`` makes a key active at once, ``authkeep keys rotate`` one active only
+after a pre-publication period, during which it is already in the JWKS, so that verifiers
+that cache the JWKS know the key before the first token it signs reaches them. The switch
+happens in every worker at the same moment without a restart. For HS256, the previous
+secrets (``AUTHKEEP_PREVIOUS_SECRET_KEYS``) keep verifying, each with its own kid
+(:func:`authkeep.security.key_ring.kid_of`). Each key is bound to exactly one algorithm; the
+verifier is told that algorithm and no other, which is what stops algorithm-confusion attacks
+(an HS256 token "signed" with a public key, ``alg: none`` and the like).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import re
 import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,8 +30,25 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 
+from authkeep.security.key_ring import kid_of
+
 Algorithm = Literal["HS256", "EdDSA", "RS256"]
 PrivateKey = ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
+
+_KID_TIME_FORMAT = "%Y%m%dT%H%M%S%fZ"
+_KID_TIME = re.compile(r"(\d{8}T\d{12}Z)-")
+
+
+def kid_activation(kid: str) -> datetime | None:
+    """When the key named ``kid`` starts signing (the time its name starts with), or None
+    for a kid without one (active from the start)."""
+    match = _KID_TIME.match(kid)
+    if match is None:
+        return None
+    try:
+        return datetime.strptime(match.group(1), _KID_TIME_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
 
 
 class KeyConfigError(ValueError):
@@ -39,6 +63,8 @@ class SigningKey:
     algorithm: Algorithm
     signing_material: Any
     verifying_material: Any
+    active_from: datetime | None = None
+    """Signs only from this moment on (published before it); None: at once."""
 
     def public_jwk(self) -> dict[str, Any] | None:
         """The public half as a JWK, or None for a symmetric key (never published)."""
@@ -60,13 +86,31 @@ class KeyRing:
         if not ordered:
             raise KeyConfigError("a key ring needs at least one key")
         self._by_kid = {key.kid: key for key in ordered}
-        self.current = ordered[-1]
+        # Newest first, with the epoch from which each may sign: ``current`` is asked on
+        # every token issued, so it compares floats and nothing else.
+        self._signers = [
+            (key.active_from.timestamp() if key.active_from else float("-inf"), key)
+            for key in reversed(ordered)
+        ]
+
+    @property
+    def current(self) -> SigningKey:
+        """The key that signs now: the newest one already active (the oldest key when none
+        is, so that a ring of only pre-published keys still signs)."""
+        now = time.time()
+        for active_from, key in self._signers:
+            if active_from <= now:
+                return key
+        return self._signers[-1][1]
 
     @classmethod
-    def from_secret(cls, secret: str) -> KeyRing:
-        """A ring of one HS256 key; its kid is derived from (and reveals nothing of) it."""
-        kid = "hs256-" + hashlib.sha256(b"authkeep-kid\x00" + secret.encode()).hexdigest()[:12]
-        return cls([SigningKey(kid, "HS256", secret.encode(), secret.encode())])
+    def from_secret(cls, secret: str, previous: Iterable[str] = ()) -> KeyRing:
+        """An HS256 ring: ``secret`` signs, the ``previous`` secrets (newest first) still
+        verify. Each kid is derived from (and reveals nothing of) its secret."""
+        ordered = [*reversed(list(previous)), secret]
+        return cls(
+            SigningKey(kid_of(value), "HS256", value.encode(), value.encode()) for value in ordered
+        )
 
     @classmethod
     def from_directory(cls, directory: Path) -> KeyRing:
@@ -110,11 +154,20 @@ def load_private_key(path: Path) -> SigningKey:
     except (ValueError, TypeError) as exc:
         raise KeyConfigError(f"{path.name} is not an unencrypted PEM private key") from exc
     algorithm = _algorithm_for(private)
-    return SigningKey(path.stem, algorithm, private, private.public_key())
+    return SigningKey(
+        path.stem, algorithm, private, private.public_key(), kid_activation(path.stem)
+    )
 
 
-def generate_key(directory: Path, algorithm: Literal["EdDSA", "RS256"] = "EdDSA") -> Path:
-    """Create a new private key file (0600) in ``directory``; it becomes the signing key."""
+def generate_key(
+    directory: Path,
+    algorithm: Literal["EdDSA", "RS256"] = "EdDSA",
+    *,
+    active_from: datetime | None = None,
+) -> Path:
+    """Create a new private key file (0600) in ``directory``; it becomes the signing key at
+    ``active_from`` (default: now), and is published in the JWKS from the moment it is
+    loaded."""
     private: PrivateKey
     if algorithm == "EdDSA":
         private = ed25519.Ed25519PrivateKey.generate()
@@ -122,7 +175,11 @@ def generate_key(directory: Path, algorithm: Literal["EdDSA", "RS256"] = "EdDSA"
         private = rsa.generate_private_key(public_exponent=65537, key_size=3072)
     # The newest key by name signs, so a new kid must sort after every kid already there:
     # microseconds keep two keys made in the same second in order.
-    kid = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(4)
+    kid = (
+        (active_from or datetime.now(UTC)).astimezone(UTC).strftime(_KID_TIME_FORMAT)
+        + "-"
+        + secrets.token_hex(4)
+    )
     newest = max((path.stem for path in directory.glob("*.pem")), default="")
     if kid <= newest:
         raise KeyConfigError(

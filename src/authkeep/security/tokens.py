@@ -140,6 +140,7 @@ class AccessClaims:
     expires_at: int
     org_id: str | None = None
     role: str | None = None
+    email_verified: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,15 +204,18 @@ class TokenCodec:
         session_id: str,
         org_id: str | None = None,
         role: str | None = None,
+        email_verified: bool = False,
         now: datetime | None = None,
     ) -> IssuedToken:
-        """Sign a new access token."""
+        """Sign a new access token. ``email_verified``: whether the owner proved
+        ``email`` when the token was issued."""
         issued = (now or datetime.now(UTC)).replace(microsecond=0)
         expires = issued + self.access_ttl
         jti = uuid.uuid4().hex
         claims: dict[str, Any] = {
             "sub": user_id,
             "email": email,
+            "email_verified": email_verified,
             "sid": session_id,
             "jti": jti,
             "iat": _epoch(issued),
@@ -316,6 +320,10 @@ class TokenCodec:
             raise InvalidToken()
         if not isinstance(role, str | None):
             raise InvalidToken()
+        # Absent from tokens issued before the claim existed: not verified.
+        email_verified = claims.get("email_verified", False)
+        if not isinstance(email_verified, bool):
+            raise InvalidToken()
         return AccessClaims(
             user_id=claims["sub"],
             session_id=claims["sid"],
@@ -325,6 +333,7 @@ class TokenCodec:
             expires_at=int(claims["exp"]),
             org_id=org_id,
             role=role,
+            email_verified=email_verified,
         )
 
     def decode_refresh(self, token: str) -> RefreshClaims:

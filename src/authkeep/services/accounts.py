@@ -104,12 +104,16 @@ class Accounts:
         password: str,
         full_name: str | None = None,
         is_superuser: bool = False,
+        email_verified: bool = False,
         info: RequestInfo | None = None,
         actor: Actor | None = None,
     ) -> UserRecord:
-        """Create an account; Conflict when the email is taken (in any letter case).
+        """Create an account; Conflict when the email is taken (in any letter case). For
+        operators (``create-admin``, ``seed-demo``): the public sign-up, which must not tell
+        a taken address from a new one, is :class:`authkeep.services.email_flows.SignUp`.
 
-        ``actor`` defaults to the new user (self-registration)."""
+        ``actor`` defaults to the new user; ``email_verified`` marks the address as proven
+        (an operator vouches for it)."""
         stored = valid_email(email)
         await self.valid_password(password, email=stored, full_name=full_name)
         hashed = await self._hasher.hash(password)
@@ -122,6 +126,7 @@ class Accounts:
                     hashed_password=hashed,
                     full_name=full_name,
                     is_superuser=is_superuser,
+                    email_verified=email_verified,
                 )
                 await self._audit.record(
                     conn,

@@ -67,6 +67,14 @@ class Action(StrEnum):
     USER_ACTIVATED = "user.activated"
     USER_DEACTIVATED = "user.deactivated"
     USER_DELETED = "user.deleted"
+    # Accounts by email (issue 11).
+    SIGNUP_EXISTING_EMAIL = "user.signup_existing_email"
+    EMAIL_VERIFICATION_SENT = "user.email_verification_sent"
+    EMAIL_VERIFIED = "user.email_verified"
+    PASSWORD_RESET_REQUESTED = "user.password_reset_requested"
+    PASSWORD_RESET = "user.password_reset"
+    EMAIL_CHANGE_REQUESTED = "user.email_change_requested"
+    EMAIL_CHANGED = "user.email_changed"
     CONFIG_PROBLEM = "config.problem"
     AUDIT_QUERIED = "audit.queried"
     AUDIT_PURGED = audit_rows.PURGE_ACTION
@@ -77,6 +85,10 @@ class Action(StrEnum):
     MEMBER_ADDED = "member.added"
     MEMBER_ROLE_CHANGED = "member.role_changed"
     MEMBER_REMOVED = "member.removed"
+    INVITATION_CREATED = "invitation.created"
+    INVITATION_REVOKED = "invitation.revoked"
+    INVITATION_ACCEPTED = "invitation.accepted"
+    INVITATION_DECLINED = "invitation.declined"
     API_KEY_CREATED = "api_key.created"
     API_KEY_FIRST_USED = "api_key.first_used"
     API_KEY_REVOKED = "api_key.revoked"
@@ -268,11 +280,20 @@ class AuditLog:
     async def config_problems(self, problems: Iterable[Problem]) -> int:
         """Record configuration problems found at start-up, once: a problem already
         recorded in the last ten minutes (another worker of the same start) is skipped.
-        Returns how many rows were written."""
-        if not self._enabled:
-            return 0
+        Returns how many rows were written.
+
+        Each problem is logged, with its reason and fix, whether or not the audit log is on:
+        an operator reads the start-up log, not the audit table."""
         wanted = list(problems)
-        if not wanted:
+        for problem in wanted:
+            # Not ``level=``: structlog's own ``level`` key (the log level) would overwrite it.
+            log.warning(
+                "config_problem",
+                setting=problem.setting,
+                severity=problem.level,
+                reason=problem.message,
+            )
+        if not self._enabled or not wanted:
             return 0
         async with self._db.transaction() as conn:
             await audit_rows.lock_chain(conn, None)
@@ -299,6 +320,4 @@ class AuditLog:
                 )
                 await audit_rows.append(conn, self.entry(event, None))
                 written += 1
-        for problem in wanted:
-            log.warning("config_problem", setting=problem.setting, level=problem.level)
         return written

@@ -22,7 +22,11 @@ from authkeep.errors import PermissionDenied
 from authkeep.security.permissions import Role
 from authkeep.services.authn import ApiKeyIdentity, Principal
 
-NO_ORG = "No active organization: switch to one with POST /api/v1/auth/switch-org"
+NO_ORG = (
+    "No active organization: this token is not scoped to one. Call POST "
+    '/api/v1/auth/switch-org with {"org_id": ...} and use the access_token it returns '
+    "(creating your first organization returns one already)"
+)
 NOT_MEMBER = "Not a member of the active organization (any more)"
 
 

@@ -12,6 +12,9 @@ from datetime import timedelta
 import structlog
 
 from authkeep.db.engine import Database
+from authkeep.services.audit import AuditLog
+from authkeep.services.email_flows.config import EmailFlowConfig
+from authkeep.services.email_flows.intents import ACCOUNT_MAIL, AccountMailHandler
 from authkeep.services.mail import EMAIL, EmailHandler, Mailer, MailTemplates, build_transport
 from authkeep.services.mail.transports import Transport
 from authkeep.services.outbox import Backoff, HandlerRegistry, Outbox, OutboxWorker
@@ -90,4 +93,16 @@ def build_delivery(
     )
     # A committed enqueue wakes this process's worker at once (others poll).
     outbox.add_listener(worker.wake)
-    return Delivery(outbox, Mailer(outbox, templates), handlers, worker)
+    mailer = Mailer(outbox, templates)
+    # Mail intents of the open flows (register, resend, forgot): looked up and turned into
+    # emails here, after the response (authkeep.services.email_flows.intents).
+    handlers.register(
+        ACCOUNT_MAIL,
+        AccountMailHandler(
+            db,
+            mailer,
+            AuditLog(db, enabled=settings.audit_enabled),
+            EmailFlowConfig.from_settings(settings),
+        ),
+    )
+    return Delivery(outbox, mailer, handlers, worker)

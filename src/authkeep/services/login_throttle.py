@@ -12,6 +12,13 @@ After it: a failure counts against the client IP and the account's tiers; a succ
 the account's failures (the tiers count *consecutive* failures, as NIST SP 800-63B §5.2.2
 does) and remembers the client address as *known* for ``AUTHKEEP_LOGIN_KNOWN_CLIENT_DAYS``.
 
+Between the two, the **challenge** (``AUTHKEEP_CHALLENGE_AFTER_FAILURES``, 3; see
+``docs/challenge.md``): once the client IP's failures or the account's (its shortest tier's
+window, on the key the tiers use) reach the threshold, an attempt without a valid, unspent
+solution gets 401 ``challenge_required`` before its password is looked at, and is not
+counted. The challenge sits below the lock-out tiers and never replaces them: a solved
+challenge buys one attempt, whose failure still counts toward the 429s.
+
 The tiers are the progressive delay: each is a longer window with a larger allowance, so the
 wait an attacker is told grows with the failures (about a minute, then 15 minutes, an hour, a
 day) and at most 100 failures per account fit in any 24 hours. A known client (an address
@@ -32,6 +39,7 @@ from limits import RateLimitItem
 from authkeep import metrics
 from authkeep.errors import InvalidCredentials
 from authkeep.security.emails import email_key_of
+from authkeep.services.challenge import ChallengeGate
 from authkeep.services.context import RequestInfo
 from authkeep.services.rate_limits import Decision, LimitReport, RateLimits, Rule
 from authkeep.services.sessions import Sessions, TokenPair
@@ -45,9 +53,12 @@ _NO_IP = "unknown"
 class LoginThrottle:
     """Password login with per-email, per-IP and per-account limits."""
 
-    def __init__(self, limits: RateLimits, sessions: Sessions) -> None:
+    def __init__(
+        self, limits: RateLimits, sessions: Sessions, challenge: ChallengeGate | None = None
+    ) -> None:
         self._limits = limits
         self._sessions = sessions
+        self._challenge = challenge
 
     async def login(
         self,
@@ -55,10 +66,14 @@ class LoginThrottle:
         password: str,
         info: RequestInfo,
         report: LimitReport | None = None,
+        *,
+        challenge_solution: str | None = None,
     ) -> TokenPair:
-        """Check the limits, then the credentials (:meth:`Sessions.login`).
+        """Check the limits and the challenge, then the credentials (:meth:`Sessions.login`).
 
         Raises RateLimited (429) before any password work when a limit is reached,
+        ChallengeRequired (401) when a challenge is due and ``challenge_solution`` is
+        missing, wrong, expired or already spent,
         LimiterUnavailable (503) when the limit storage does not answer (login fails closed:
         without its counters, nothing would stop a brute force), and whatever
         :meth:`Sessions.login` raises.
@@ -69,7 +84,7 @@ class LoginThrottle:
         account = limits.hashed(email_key_of(email))
         ip = info.ip or _NO_IP
         tiers_key = await self._tiers_key(account, ip)
-        await self._admit(account, ip, tiers_key, report)
+        await self._admit(account, ip, tiers_key, report, challenge_solution)
         cfg = limits.config
         try:
             pair = await self._sessions.login(email, password, info)
@@ -86,6 +101,21 @@ class LoginThrottle:
             await limits.mark("login_known_client", cfg.known_client, _pair(account, ip))
         return pair
 
+    async def guard(self, email: str, info: RequestInfo, challenge_solution: str | None) -> None:
+        """The challenge alone, for the other open routes an attacker can pivot to once
+        logins are challenged (forgot-password; MFA verification once it exists): raises
+        ChallengeRequired when this email's or client IP's failed logins reached the
+        threshold and ``challenge_solution`` is not a valid, unspent solution. The lock-out
+        tiers are not applied here: a locked-out owner must still be able to recover."""
+        limits = self._limits
+        if not limits.enabled or self._challenge is None or not self._challenge.enabled:
+            return
+        account = limits.hashed(email_key_of(email))
+        ip = info.ip or _NO_IP
+        tiers_key = await self._tiers_key(account, ip)
+        found = await self._peek(ip, tiers_key)
+        await self._challenge_if_due(found, ip, challenge_solution)
+
     async def _tiers_key(self, account: str, ip: str) -> str:
         known = self._limits.config.known_client
         if (
@@ -96,9 +126,7 @@ class LoginThrottle:
             return _pair(account, ip)
         return account
 
-    async def _admit(
-        self, account: str, ip: str, tiers_key: str, report: LimitReport | None
-    ) -> None:
+    async def _peek(self, ip: str, tiers_key: str) -> list[tuple[RateLimitItem, Decision]]:
         limits = self._limits
         cfg = limits.config
         checks: list[tuple[Rule, RateLimitItem, str]] = [
@@ -107,11 +135,46 @@ class LoginThrottle:
         checks += [
             ("login_account_failures", tier, tiers_key) for tier in cfg.login_account_failures
         ]
-        refused = [d for d in await limits.peek_all(checks) if not d.allowed]
+        found = [(item, await limits.peek(rule, item, key)) for rule, item, key in checks]
+        return [(item, decision) for item, decision in found if decision is not None]
+
+    async def _challenge_if_due(
+        self, found: list[tuple[RateLimitItem, Decision]], ip: str, solution: str | None
+    ) -> None:
+        gate = self._challenge
+        if gate is None or not gate.enabled:
+            return
+        # The failure window: the IP rule's, and the account's shortest tier (15 minutes by
+        # default both), so an account attacked yesterday is not challenged all day.
+        tiers = self._limits.config.login_account_failures
+        shortest = min(tiers, key=lambda item: item.get_expiry()) if tiers else None
+        counts = [
+            decision.limit - decision.remaining
+            for item, decision in found
+            if decision.rule == "login_ip_failures" or item is shortest
+        ]
+        if gate.due(*counts):
+            await gate.check(solution, None if ip == _NO_IP else ip)
+
+    async def _admit(
+        self,
+        account: str,
+        ip: str,
+        tiers_key: str,
+        report: LimitReport | None,
+        solution: str | None,
+    ) -> None:
+        limits = self._limits
+        cfg = limits.config
+        found = await self._peek(ip, tiers_key)
+        refused = [d for _, d in found if not d.allowed]
         if refused:
             worst = max(refused, key=lambda d: d.reset_after)
             metrics.RATE_LIMITED.labels(worst.rule).inc()
             self._refuse(worst, account, ip, report)
+        # After the lock-out (a locked account answers 429 whatever the solution), before
+        # the per-email count: an attempt refused for want of a solution costs no quota.
+        await self._challenge_if_due(found, ip, solution)
         decision = await limits.hit("login_email", cfg.login_email, account)
         if report is not None:
             report.note(decision)

@@ -1,4 +1,7 @@
-"""Organizations and memberships: create, rename, delete, add, re-role, remove, switch.
+"""Organizations and memberships: create, rename, delete, re-role, remove, switch.
+
+Members join only through invitations (:mod:`authkeep.services.invitations`): nobody becomes
+a member without accepting.
 
 Rules (each checked here, so they hold whatever calls the service):
 
@@ -30,7 +33,6 @@ from authkeep.db.base import utcnow
 from authkeep.db.engine import Database
 from authkeep.db.orgs import MemberRecord, OrgRecord
 from authkeep.errors import Conflict, InvalidToken, NotFound, PermissionDenied
-from authkeep.security.emails import login_key
 from authkeep.security.permissions import Role
 from authkeep.security.text import TextRejected, clean_display_name
 from authkeep.security.tokens import TokenCodec
@@ -135,6 +137,19 @@ class Organizations:
         log.info("org_created", org_id=str(org.id), user_id=str(principal.user.id))
         return org
 
+    async def create_and_enter(
+        self, principal: Principal, name: str, info: RequestInfo | None = None
+    ) -> tuple[OrgRecord, OrgToken | None]:
+        """Create an organization; when the caller's session has no active organization
+        (its first one), make the new one active and return an access token scoped to it,
+        so that the caller can act in it without a second round trip. A caller already
+        working in an organization stays there (None): creating another one must not move
+        the session's later refreshes elsewhere behind the client's back."""
+        org = await self.create(principal, name, info)
+        if principal.org_id is not None:
+            return org, None
+        return org, await self.switch(principal, org.id)
+
     async def list_mine(self, principal: Principal) -> list[OrgRecord]:
         """The caller's organizations, with the caller's role in each."""
         _human(principal)
@@ -212,46 +227,6 @@ class Organizations:
             if await org_rows.org_for_member(conn, org_id, principal.user.id) is None:
                 raise NotFound(ORG_NOT_FOUND)
             return await org_rows.members(conn, org_id)
-
-    async def add_member(
-        self,
-        principal: Principal,
-        org_id: uuid.UUID,
-        email: str,
-        role: Role,
-        info: RequestInfo | None = None,
-    ) -> MemberRecord:
-        """Add the user registered with ``email`` (admins). NotFound if no active account
-        has it (inactive and deleted accounts included, alike); Conflict if a member."""
-        _human(principal)
-        key = login_key(email)
-        now = utcnow()
-        async with self._db.transaction() as conn:
-            org = await org_rows.org_for_member(conn, org_id, principal.user.id, lock=True)
-            self._admin(org, org_id, "add members")
-            user = await org_rows.find_user(conn, key) if key else None
-            if user is None or not user.can_sign_in:
-                raise NotFound("No user with this email")
-            try:
-                await org_rows.insert_member(
-                    conn, org_id=org_id, user_id=user.id, role=role, now=now
-                )
-            except org_rows.AlreadyMember:
-                raise Conflict("Already a member") from None
-            await self._audit.record(
-                conn,
-                self._event(
-                    Action.MEMBER_ADDED,
-                    principal,
-                    org_id,
-                    entity_type="user",
-                    entity_id=user.id,
-                    details={"role": role.value},
-                ),
-                info,
-            )
-        await self._users_changed([user.id])
-        return MemberRecord(user.id, user.email, user.full_name, role, now)
 
     async def change_role(
         self,
@@ -354,6 +329,7 @@ class Organizations:
             session_id=str(session_id),
             org_id=str(org_id),
             role=org.role.value,
+            email_verified=principal.user.email_verified,
         )
         expires_in = int((access.expires_at - access.issued_at).total_seconds())
         return OrgToken(access.token, expires_in, org_id, org.role)

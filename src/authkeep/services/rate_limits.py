@@ -15,6 +15,8 @@ rule                         counted per                         storage unreach
 ``refresh``                  client IP                           open: allowed, logged
 ``password_change``          user id                             closed: 503
 ``password_strength``        client IP                           closed: 503
+``mail_recipient``           keyed hash of the recipient address closed: 503
+``mail_ip``                  client IP (requests that send mail) closed: 503
 ===========================  ==================================  =========================
 
 Limits that stand between an attacker and a password check (login, password change) or an
@@ -22,7 +24,13 @@ enumeration oracle (register answers 409 for a taken email) fail closed, and so 
 password-strength meter's (each call costs zxcvbn work, and the meter is useless while
 register refuses anyway); the others fail open, because refusing every request while Redis
 is down would turn a cache outage into a full outage. See ``docs/rate-limits.md`` for the
-numbers and why.
+numbers and why. The mail limits fail closed too: without their counters, the open mail flows
+(register, forgot-password, resend) would let anyone flood any inbox from our server.
+
+``mail_recipient`` is counted before the service knows whether the address has an account,
+and the same way either way; when it is spent the email is skipped, never the answer (a 429
+keyed on an address would tell anyone that it was mailed recently, e.g. that its owner just
+asked for a reset).
 
 Strategies: the global limit, hit by every request, uses the sliding-window counter (two
 counters per key, one Lua call); the others use the moving window, exact under any
@@ -89,6 +97,8 @@ Rule = Literal[
     "refresh",
     "password_change",
     "password_strength",
+    "mail_recipient",
+    "mail_ip",
 ]
 RouteRule = Literal["register", "refresh", "password_change", "password_strength"]
 
@@ -181,6 +191,8 @@ class LimitConfig:
     refresh: RateLimitItem
     password_change: RateLimitItem
     password_strength: RateLimitItem
+    mail_recipient: RateLimitItem
+    mail_ip: RateLimitItem
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LimitConfig:
@@ -197,6 +209,8 @@ class LimitConfig:
             refresh=_parse_one(settings.refresh_rate_limit),
             password_change=_parse_one(settings.password_change_rate_limit),
             password_strength=_parse_one(settings.password_strength_rate_limit),
+            mail_recipient=_parse_one(settings.mail_recipient_rate_limit),
+            mail_ip=_parse_one(settings.mail_ip_rate_limit),
         )
 
     def route(self, rule: RouteRule) -> RateLimitItem:
@@ -346,7 +360,8 @@ class RateLimits:
                 "rate_limiter_unavailable",
                 error=type(exc).__name__,
                 policy="global and refresh limits allow (fail open); login, register, "
-                "password-change and password-strength limits refuse with 503 (fail closed)",
+                "password-change, password-strength and mail limits refuse with 503 "
+                "(fail closed)",
             )
 
     def _unavailable(self, rule: Rule) -> None:

@@ -42,6 +42,7 @@ from authkeep.services.context import RequestInfo
 log = structlog.get_logger("authkeep.sessions")
 
 Publish = Callable[[Iterable[uuid.UUID]], Awaitable[None]]
+Gate = Callable[[UserRecord, RequestInfo], Awaitable[None]]
 
 PURGE_BATCH = 1000
 
@@ -98,9 +99,11 @@ class Sessions:
         reuse_interval: timedelta,
         idle_timeout: timedelta | None = None,
         audit: AuditLog | None = None,
+        email_gate: Gate | None = None,
     ) -> None:
         """``idle_timeout``: how long a session lives without a refresh (None: as long as
-        its absolute lifetime, the codec's ``refresh_ttl``)."""
+        its absolute lifetime, the codec's ``refresh_ttl``). ``email_gate`` runs after a
+        correct password and may refuse the login (an unverified address)."""
         self._db = db
         self._codec = codec
         self._accounts = accounts
@@ -108,6 +111,7 @@ class Sessions:
         self._reuse_interval = reuse_interval
         self._idle_timeout = idle_timeout if idle_timeout is not None else codec.refresh_ttl
         self._audit = audit if audit is not None else AuditLog(db)
+        self._email_gate = email_gate
 
     def _pair(
         self,
@@ -122,6 +126,7 @@ class Sessions:
             session_id=str(session_id),
             org_id=str(org.org_id) if org else None,
             role=org.role.value if org else None,
+            email_verified=user.email_verified,
         )
         expires_in = int((access.expires_at - access.issued_at).total_seconds())
         return TokenPair(access.token, refresh, expires_in, user, session_id)
@@ -164,6 +169,8 @@ class Sessions:
     async def login(self, email: str, password: str, info: RequestInfo) -> TokenPair:
         """Check credentials and open a session."""
         user = await self._accounts.check_credentials(email, password, info)
+        if self._email_gate is not None:
+            await self._email_gate(user, info)
         pair = await self.start(user, info)
         metrics.LOGINS.labels("success").inc()
         return pair

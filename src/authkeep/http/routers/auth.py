@@ -1,14 +1,17 @@
-"""``/api/v1/auth``: register, login, token, refresh, logout, me, password, sessions."""
+"""``/api/v1/auth``: register, login, refresh, logout, me, password, sessions (the email
+flows are in :mod:`authkeep.http.routers.account_email`, the OAuth2 token endpoint in
+:mod:`authkeep.http.routers.oauth2`)."""
 
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Form, Request, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 
 from authkeep.db.users import UserRecord
 from authkeep.http.deps import CurrentPrincipal, Info, get_authkeep
+from authkeep.http.email_schemas import AcceptedOut
 from authkeep.http.limits import limit_per_ip, limit_per_user, report_of
 from authkeep.http.schemas import (
     LoginIn,
@@ -32,8 +35,15 @@ _429: dict[int | str, dict[str, Any]] = {
     429: {"description": "Rate limit reached; see Retry-After and RateLimit-* headers"}
 }
 _LOGIN: dict[int | str, dict[str, Any]] = {
-    **_401,
+    401: {
+        "description": "Incorrect email or password; or, after failed logins, "
+        '`"challenge_required": true` with a `challenge` to solve (docs/challenge.md)'
+    },
     **_429,
+    403: {
+        "description": "Email not verified (AUTHKEEP_EMAIL_VERIFICATION=required; said only "
+        "after a correct password, and a new link is sent)"
+    },
     503: {"description": "Rate limiter unreachable: logins are refused until it answers"},
 }
 
@@ -46,6 +56,7 @@ def user_out(user: UserRecord) -> UserOut:
         full_name=user.full_name,
         is_active=user.is_active,
         created_at=user.created_at,
+        email_verified=user.email_verified,
     )
 
 
@@ -67,40 +78,39 @@ async def me(principal: CurrentPrincipal) -> UserOut:
     return user_out(principal.user)
 
 
+REGISTER_ACCEPTED = "Check your email to continue: we sent you a link"
+
+
 @router.post(
     "/register",
-    response_model=UserOut,
-    status_code=status.HTTP_201_CREATED,
-    responses={409: {"description": "Email already registered"}, **_429},
+    response_model=AcceptedOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=_429,
     dependencies=[Depends(limit_per_ip("register"))],
 )
-async def register(body: RegisterIn, request: Request, info: Info) -> UserOut:
-    """Create an account."""
-    user = await get_authkeep(request).services.accounts.register(
-        email=body.email, password=body.password, full_name=body.full_name, info=info
+async def register(body: RegisterIn, request: Request, info: Info) -> AcceptedOut:
+    """Create an account. The same answer (status, body, headers) whether or not the
+    address already has one: its owner is emailed instead, so this route cannot be used to
+    find out who has an account."""
+    await get_authkeep(request).services.email_flows.signup.register(
+        email=body.email,
+        password=body.password,
+        full_name=body.full_name,
+        info=info,
+        report=report_of(request.scope),
     )
-    return user_out(user)
+    return AcceptedOut(detail=REGISTER_ACCEPTED)
 
 
 @router.post("/login", response_model=TokenOut, responses=_LOGIN)
 async def login(body: LoginIn, request: Request, info: Info) -> TokenOut:
     """Exchange email and password for an access and a refresh token."""
     pair = await get_authkeep(request).services.login_throttle.login(
-        body.email, body.password, info, report_of(request.scope)
-    )
-    return token_out(pair)
-
-
-@router.post("/token", response_model=TokenOut, responses=_LOGIN)
-async def token(
-    request: Request,
-    info: Info,
-    username: Annotated[str, Form(min_length=3, max_length=320)],
-    password: Annotated[str, Form(min_length=1, max_length=1024)],
-) -> TokenOut:
-    """OAuth2 password flow (form fields ``username`` = email, ``password``)."""
-    pair = await get_authkeep(request).services.login_throttle.login(
-        username, password, info, report_of(request.scope)
+        body.email,
+        body.password,
+        info,
+        report_of(request.scope),
+        challenge_solution=body.challenge_solution,
     )
     return token_out(pair)
 

@@ -1,5 +1,8 @@
 """``/api/v1/orgs``: organizations and members; ``/api/v1/auth/switch-org``.
 
+Members join by invitation only (:mod:`authkeep.http.routers.invitations`); there is no
+route that adds one directly.
+
 Thin: every rule (who may do what, the last admin, 404 for outsiders) lives in
 :class:`authkeep.services.orgs.Organizations`. These routes need a user session: API keys
 get 403.
@@ -15,9 +18,9 @@ from fastapi import APIRouter, Request, Response, status
 from authkeep.db.orgs import MemberRecord, OrgRecord
 from authkeep.http.deps import CurrentPrincipal, Info, get_authkeep
 from authkeep.http.org_schemas import (
-    MemberIn,
     MemberOut,
     MemberRoleIn,
+    OrgCreatedOut,
     OrgIn,
     OrgOut,
     OrgTokenOut,
@@ -59,12 +62,24 @@ def member_out(member: MemberRecord) -> MemberOut:
     )
 
 
-@router.post("", response_model=OrgOut, status_code=status.HTTP_201_CREATED, responses=_ERRORS)
+@router.post(
+    "", response_model=OrgCreatedOut, status_code=status.HTTP_201_CREATED, responses=_ERRORS
+)
 async def create_org(
     body: OrgIn, principal: CurrentPrincipal, request: Request, info: Info
-) -> OrgOut:
-    """Create an organization; the caller becomes its admin."""
-    return org_out(await _orgs(request).create(principal, body.name, info))
+) -> OrgCreatedOut:
+    """Create an organization; the caller becomes its admin. When the caller's session had
+    no active organization, the new one becomes it and ``access_token`` is scoped to it."""
+    org, token = await _orgs(request).create_and_enter(principal, body.name, info)
+    return OrgCreatedOut(
+        id=org.id,
+        name=org.name,
+        created_at=org.created_at,
+        role=org.role,
+        access_token=token.access_token if token else None,
+        token_type="bearer" if token else None,
+        expires_in=token.expires_in if token else None,
+    )
 
 
 @router.get("", response_model=list[OrgOut], responses=_ERRORS)
@@ -102,20 +117,6 @@ async def list_members(
 ) -> list[MemberOut]:
     """The organization's members (any member may read them)."""
     return [member_out(m) for m in await _orgs(request).members(principal, org_id)]
-
-
-@router.post(
-    "/{org_id}/members",
-    response_model=MemberOut,
-    status_code=status.HTTP_201_CREATED,
-    responses={**_ERRORS, 409: {"description": "Already a member"}},
-)
-async def add_member(
-    org_id: uuid.UUID, body: MemberIn, principal: CurrentPrincipal, request: Request, info: Info
-) -> MemberOut:
-    """Add a registered user by email (admins)."""
-    member = await _orgs(request).add_member(principal, org_id, body.email, Role(body.role), info)
-    return member_out(member)
 
 
 @router.patch(
