@@ -2,14 +2,20 @@
 #   make run    - create .venv, install the locked dependencies, serve on SQLite (embedded default)
 #                 on HOST:PORT (127.0.0.1:8000 unless given: make run PORT=9000)
 #   make test   - the same set-up, then ruff, mypy and the whole test suite
+#   make test-fast - the suite without the slow end-to-end tests (browser, several workers,
+#                 faults), for the edit loop; make test never skips them
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 UV := $(BIN)/uv
 PYTEST_ARGS ?=
+# Two pytest workers (pytest-xdist); whole files stay on one worker, so a module's servers
+# and fixtures are made once. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
-.PHONY: run test lint typecheck install lock clean audit sbom bench bench-spray bench-outbox fuzz
+.PHONY: run test test-fast lint typecheck install lock clean audit sbom bench bench-spray bench-outbox fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +43,10 @@ typecheck: install
 
 test: lint typecheck sbom
 	$(BIN)/python scripts/audit_deps.py requirements.lock
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(XDIST) $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 # CycloneDX SBOM of the pinned runtime dependencies (written to sbom.json, git-ignored).
 sbom: install

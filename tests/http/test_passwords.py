@@ -206,10 +206,10 @@ async def test_a_full_hashing_queue_answers_503_with_retry_after(
                 http.post(REGISTER, json={"email": "two@example.com", "password": PASSWORD})
             )
             for _ in range(10_000):  # until the second waits for the one worker
-                if hasher._slots.locked():
+                if hasher._pool._slots.locked():
                     break
                 await asyncio.sleep(0)
-            assert hasher._slots.locked()
+            assert hasher._pool._slots.locked()
 
             for response in (
                 await http.post(

@@ -45,10 +45,13 @@ async def test_every_status_carries_every_header(
 ) -> None:
     responses: dict[int, httpx.Response] = {}
     responses[200] = await client.get("/health")
-    responses[201] = await client.post(
+    responses[202] = await client.post(
         "/api/v1/auth/register", json={"email": "alice@example.com", "password": PASSWORD}
     )
     pair = await login(client)
+    responses[201] = await client.post(
+        "/api/v1/orgs", json={"name": "Acme"}, headers=bearer(pair["access_token"])
+    )
     responses[204] = await client.post("/api/v1/auth/logout", headers=bearer(pair["access_token"]))
     responses[401] = await client.get("/api/v1/auth/me")
     responses[404] = await client.get("/no/such/route")
@@ -100,5 +103,12 @@ async def test_user_bodies_never_carry_a_hash(client: httpx.AsyncClient) -> None
     pair = await login(client)
     me = await client.get("/api/v1/auth/me", headers=bearer(pair["access_token"]))
     for body in (user, pair["user"], me.json()):
-        assert set(body) == {"id", "email", "full_name", "is_active", "created_at"}
+        assert set(body) == {
+            "id",
+            "email",
+            "full_name",
+            "is_active",
+            "created_at",
+            "email_verified",
+        }
     assert "$argon2" not in me.text

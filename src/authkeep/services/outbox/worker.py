@@ -29,7 +29,7 @@ import structlog
 from authkeep import metrics
 from authkeep.db import outbox as outbox_rows
 from authkeep.db.base import utcnow
-from authkeep.db.engine import Database
+from authkeep.db.engine import Database, is_unavailable
 from authkeep.db.outbox import ClaimedMessage
 from authkeep.services.outbox.backoff import Backoff
 from authkeep.services.outbox.handlers import (
@@ -215,8 +215,17 @@ class OutboxWorker:
             self._wake.clear()
             try:
                 claimed = await self.run_once(stop)
-            except Exception:  # the database is down or restarting: wait, then try again
-                log.warning("outbox_worker_cycle_failed", worker=self.name, exc_info=True)
+            except Exception as exc:  # the database is down or restarting: wait, then retry
+                if is_unavailable(exc):
+                    # An outage is expected weather, not a bug: one line, no traceback.
+                    log.warning(
+                        "outbox_worker_cycle_failed",
+                        worker=self.name,
+                        error=type(exc).__name__,
+                        reason="database_unavailable",
+                    )
+                else:
+                    log.warning("outbox_worker_cycle_failed", worker=self.name, exc_info=True)
                 claimed = 0
             if claimed >= self._batch_size:
                 continue  # more may be due: no pause while a backlog drains
