@@ -50,7 +50,7 @@ def hostile_query_values(context: Any, query: Any) -> st.SearchStrategy[Any]:
 
 @schema.parametrize()
 @settings(
-    max_examples=25,
+    max_examples=15,  # per operation and backend; `make fuzz` goes deep
     deadline=None,
     suppress_health_check=list(HealthCheck),
     derandomize=True,
