@@ -13,7 +13,7 @@ from authkeep import Authkeep
 from authkeep.db import audit as audit_rows
 from authkeep.db.audit import AuditFilter, EntryRecord
 from authkeep.db.engine import Database
-from authkeep.http.app import Services
+from authkeep.wiring import Services
 
 STARTUP_ACTIONS = frozenset({"config.problem"})
 

@@ -13,7 +13,7 @@ from sqlalchemy import text, update
 
 from authkeep import Authkeep, Settings, create_app
 from authkeep.db.models import AuthSession, RefreshToken
-from authkeep.http.app import Services
+from authkeep.wiring import Services
 from helpers import bearer, client_for, running
 
 REFRESH = "/api/v1/auth/refresh"

@@ -9,8 +9,8 @@ from fastapi import FastAPI
 
 from authkeep.db import users as user_rows
 from authkeep.errors import AuthkeepError, Conflict, InvalidCredentials, NotFound
-from authkeep.http.app import Services
 from authkeep.services.accounts import FieldError
+from authkeep.wiring import Services
 from helpers import PASSWORD, authkeep_of
 
 

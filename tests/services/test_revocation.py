@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from authkeep.errors import DependencyUnavailable
-from authkeep.http.app import make_redis
 from authkeep.services.revocation import MemoryRevocations, RedisRevocations
+from authkeep.wiring import make_redis
 from servers import RedisProcess
 
 

@@ -18,26 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import secrets
-import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, Literal
 
 import structlog
 from fastapi import APIRouter, FastAPI
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from authkeep.db import roles as db_roles
-from authkeep.db import sessions as session_rows
-from authkeep.db.base import utcnow
 from authkeep.db.engine import Database
 from authkeep.http.allowlist import IPAllowList
 from authkeep.http.client_ip import ClientIPResolver
@@ -58,129 +49,21 @@ from authkeep.http.routers import oauth2 as oauth2_routes
 from authkeep.http.routers import orgs as org_routes
 from authkeep.http.schemas import Readiness
 from authkeep.logging import configure_logging
-from authkeep.security.email_tokens import EmailTokenKey
-from authkeep.security.key_ring import SecretRing
-from authkeep.security.keys import KeyRing
-from authkeep.security.passwords import Argon2Params, PasswordHasher
-from authkeep.security.tokens import TokenCodec
-from authkeep.services.accounts import Accounts
-from authkeep.services.api_keys import ApiKeys
 from authkeep.services.audit import AuditLog
-from authkeep.services.audit_admin import AuditReader
 from authkeep.services.audit_checkpoints import scheduler_from_settings
-from authkeep.services.authn import Authenticator
-from authkeep.services.challenge import (
-    CHALLENGE_KEY_PURPOSE,
-    ChallengeGate,
-    build_challenge_gate,
+from authkeep.settings import Problem, Settings, find_problems
+from authkeep.wiring import (
+    Services,
+    build_key_ring,
+    build_secret_ring,
+    build_services,
+    close_services,
 )
-from authkeep.services.delivery import Delivery, build_delivery
-from authkeep.services.email_flows import EmailFlows, EmailTokens, MailLimits
-from authkeep.services.invitations import Invitations
-from authkeep.services.login_throttle import LoginThrottle
-from authkeep.services.oauth2 import OAuth2Tokens
-from authkeep.services.orgs import Organizations
-from authkeep.services.platform_admin import PlatformAdmin
-from authkeep.services.rate_limits import RateLimits
-from authkeep.services.revocation import MemoryRevocations, RedisRevocations, RevocationStore
-from authkeep.services.sessions import Sessions
-from authkeep.services.stats import SessionStats
-from authkeep.settings import Problem, Settings, find_problems, load_or_create_dev_secret
 
 log = structlog.get_logger("authkeep")
 
 API_PREFIX = "/api/v1"
-RATE_LIMIT_KEY_PURPOSE = b"authkeep/rate-limit-keys/v1"
 _READY_TIMEOUT = 2.0
-
-
-@dataclass(slots=True)
-class Services:
-    """Everything a running authkeep uses; built by the lifespan, closed by it."""
-
-    db: Database
-    hasher: PasswordHasher
-    codec: TokenCodec
-    revocations: RevocationStore
-    accounts: Accounts
-    sessions: Sessions
-    authenticator: Authenticator
-    audit: AuditLog
-    audit_reader: AuditReader
-    stats: SessionStats
-    rate_limits: RateLimits
-    login_throttle: LoginThrottle
-    challenge: ChallengeGate
-    """The challenge after failed logins (docs/challenge.md)."""
-    orgs: Organizations
-    invitations: Invitations
-    api_keys: ApiKeys
-    platform_admin: PlatformAdmin
-    redis: Redis | None
-    delivery: Delivery
-    """The outbox and mailer (``delivery.mailer.enqueue`` in a flow's transaction)."""
-    email_flows: EmailFlows
-    """Sign-up, verification, password reset and email change."""
-    oauth2: OAuth2Tokens
-    """Token revocation (RFC 7009) and introspection (RFC 7662)."""
-
-
-def signing_secret(settings: Settings) -> str:
-    """The HS256 secret: configured, or (development only) generated once and kept."""
-    if settings.secret_key is not None:
-        return settings.secret_key.get_secret_value()
-    if settings.env == "test":
-        return secrets.token_urlsafe(48)
-    value, created = load_or_create_dev_secret(settings.secret_key_file)
-    log.warning(
-        "development_secret_key",
-        file=str(settings.secret_key_file),
-        created=created,
-        hint="set AUTHKEEP_SECRET_KEY in production; this key is for this machine only",
-    )
-    return value
-
-
-def build_secret_ring(settings: Settings) -> SecretRing:
-    """The server secret and its predecessors (``AUTHKEEP_PREVIOUS_SECRET_KEYS``): the
-    root of every symmetric key (HS256, keyed hashes), whatever signs the tokens."""
-    previous = [value.get_secret_value() for value in settings.previous_secret_keys]
-    return SecretRing.from_secrets(signing_secret(settings), previous)
-
-
-def build_key_ring(settings: Settings, secrets_ring: SecretRing | None = None) -> KeyRing:
-    """The token key ring for ``settings``: the key directory if set, else the HS256
-    secrets of ``secrets_ring`` (built from ``settings`` when not given)."""
-    if settings.jwt_keys_dir is not None:
-        return KeyRing.from_directory(settings.jwt_keys_dir)
-    ring = secrets_ring if secrets_ring is not None else build_secret_ring(settings)
-    current, *previous = (key.material.decode() for key in ring.keys)
-    return KeyRing.from_secret(current, previous)
-
-
-def build_codec(settings: Settings, keys: KeyRing) -> TokenCodec:
-    """The token codec for ``settings``."""
-    return TokenCodec(
-        keys,
-        issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience,
-        access_ttl=timedelta(minutes=settings.access_token_expire_minutes),
-        refresh_ttl=timedelta(days=settings.refresh_token_expire_days),
-        leeway_seconds=settings.jwt_leeway_seconds,
-    )
-
-
-def make_redis(url: str) -> Redis:
-    """A Redis client that fails fast: a dead Redis must cost milliseconds, not seconds."""
-    return Redis.from_url(
-        url,
-        socket_timeout=1.0,
-        socket_connect_timeout=1.0,
-        # One retry rides over a connection the server closed (a Redis restart). It must be
-        # the asyncio Retry: the sync one wraps creating the coroutine, not awaiting it.
-        retry=Retry(NoBackoff(), 1),
-        health_check_interval=15,
-    )
 
 
 class Authkeep:
@@ -209,123 +92,23 @@ class Authkeep:
             raise RuntimeError("authkeep is not started: run the app with its lifespan")
         return self._services
 
-    @property
-    def revocation_ttl(self) -> int:
-        """How long a revocation must be remembered: the longest access-token life."""
-        return self.settings.access_token_expire_minutes * 60 + self.settings.jwt_leeway_seconds
-
     async def start(self) -> Services:
-        """Open the database, Redis and the hashing pool."""
-        s = self.settings
-        db = Database(s.database_url, pool_size=s.database_pool_size)
-        redis = make_redis(s.redis_url.get_secret_value()) if s.redis_url else None
-        hasher = await asyncio.to_thread(
-            PasswordHasher,
-            Argon2Params(s.argon2_memory_kib, s.argon2_time_cost, s.argon2_parallelism),
-            workers=s.hash_worker_count,
-            queue_limit=s.hash_queue_limit,
-        )
-        codec = build_codec(s, self.keys)
-        revocations: RevocationStore
-        if redis is not None:
-            revocations = RedisRevocations(
-                redis,
-                prefix=s.redis_prefix,
-                ttl_seconds=self.revocation_ttl,
-                resync=lambda: self._recent_revocations(db),
-            )
-        else:
-            memory = MemoryRevocations(self.revocation_ttl)
-            memory.load(await self._recent_revocations(db))
-            revocations = memory
-
-        async def publish(session_ids: Iterable[uuid.UUID]) -> None:
-            await revocations.revoke(str(sid) for sid in session_ids)
-
-        async def users_changed(user_ids: Iterable[uuid.UUID]) -> None:
-            await revocations.users_changed(str(uid) for uid in user_ids)
-
-        audit = AuditLog(db, enabled=s.audit_enabled)
-        accounts = Accounts(db, hasher, publish, audit, users_changed=users_changed)
-        # Limit keys only live for a window: a rotation merely restarts the counters, so
-        # the newest key hashes them. Derived from the secret, not the token-signing key,
-        # so rotating an asymmetric key changes neither.
-        rate_limits = RateLimits.from_settings(
-            s, pepper=self.secrets.derive(RATE_LIMIT_KEY_PURPOSE).newest.material
-        )
-        # The newest subkey signs challenges, every one verifies: a rotation fails none in
-        # flight. The single-use store is Redis when configured (shared by every worker).
-        challenge = build_challenge_gate(
-            s,
-            keys=[key.material for key in self.secrets.derive(CHALLENGE_KEY_PURPOSE).keys],
-            redis=redis,
-        )
-        delivery = build_delivery(s, db)
-        email_tokens = EmailTokenKey.from_ring(self.secrets)
-        flows = EmailFlows.build(
-            s,
-            db,
-            hasher,
-            accounts,
-            delivery,
-            EmailTokens(email_tokens),
-            MailLimits(rate_limits),
-            audit,
-            publish=publish,
-            users_changed=users_changed,
-        )
-        sessions = Sessions(
-            db,
-            codec,
-            accounts,
-            publish,
-            reuse_interval=timedelta(seconds=s.refresh_reuse_interval_seconds),
-            idle_timeout=s.session_idle_timeout,
-            audit=audit,
-            email_gate=flows.signup.require_verified,
-        )
-        authenticator = Authenticator(db, codec, revocations)
-        self._services = Services(
-            db=db,
-            hasher=hasher,
-            codec=codec,
-            revocations=revocations,
-            accounts=accounts,
-            sessions=sessions,
-            authenticator=authenticator,
-            audit=audit,
-            audit_reader=AuditReader(db, audit),
-            orgs=Organizations(
-                db, codec, audit, users_changed, idle_timeout=s.session_idle_timeout
-            ),
-            invitations=Invitations(
-                db,
-                audit,
-                delivery.mailer,
-                email_tokens,
-                users_changed,
-                expire=timedelta(days=s.invitation_expire_days),
-                verification=s.verification_mode,
-                limits=MailLimits(rate_limits),
-            ),
-            api_keys=ApiKeys(db, audit),
-            platform_admin=PlatformAdmin(db, accounts),
-            stats=SessionStats(db),
-            rate_limits=rate_limits,
-            login_throttle=LoginThrottle(rate_limits, sessions, challenge),
-            challenge=challenge,
-            redis=redis,
-            delivery=delivery,
-            email_flows=flows,
-            oauth2=OAuth2Tokens(codec, sessions, authenticator),
-        )
+        """Open the database, Redis and the hashing pool; build the services."""
+        services = await build_services(self.settings, self.secrets, self.keys)
+        self._services = services
         try:
-            await self._check_start(db, audit)
+            await self._check_start(services.db, services.audit)
         except BaseException:
             await self.stop()
             raise
-        log.info("authkeep_started", env=s.env, database=db.dialect, redis=redis is not None)
-        return self._services
+        s = self.settings
+        log.info(
+            "authkeep_started",
+            env=s.env,
+            database=services.db.dialect,
+            redis=services.redis is not None,
+        )
+        return services
 
     async def _check_start(self, db: Database, audit: AuditLog) -> None:
         """Refuse (production) or record the problems found at start: the settings' and
@@ -340,27 +123,11 @@ class Authkeep:
             raise RuntimeError("unsafe configuration: " + "; ".join(blocking))
         await audit.config_problems(problems)
 
-    async def _recent_revocations(self, db: Database) -> list[tuple[str, int]]:
-        ttl = self.revocation_ttl
-        now = utcnow()
-        async with db.reading() as conn:
-            rows = await session_rows.revoked_since(conn, now - timedelta(seconds=ttl))
-        return [(str(sid), ttl - int((now - at).total_seconds())) for sid, at in rows]
-
     async def stop(self) -> None:
         """Close everything :meth:`start` opened."""
         services, self._services = self._services, None
-        if services is None:
-            return
-        await services.delivery.stop()
-        await services.revocations.close()
-        await services.rate_limits.close()
-        await services.challenge.close()
-        await services.db.close()
-        if services.redis is not None:
-            await services.redis.aclose()
-        await asyncio.to_thread(services.hasher.close)
-        await asyncio.to_thread(services.accounts.close)
+        if services is not None:
+            await close_services(services)
 
     @asynccontextmanager
     async def lifespan(self, _app: Any = None) -> AsyncIterator[None]:

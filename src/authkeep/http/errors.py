@@ -43,7 +43,7 @@ from authkeep.services.audit import Actor
 from authkeep.services.context import RequestInfo
 
 if TYPE_CHECKING:
-    from authkeep.http.app import Services
+    from authkeep.wiring import Services
 
 log = structlog.get_logger("authkeep.http")
 
