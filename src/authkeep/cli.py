@@ -23,12 +23,13 @@ from authkeep.db import users as user_rows
 from authkeep.db.base import utcnow
 from authkeep.errors import AuthkeepError, Conflict
 from authkeep.key_report import key_report_lines
+from authkeep.security.data_keys import new_data_key_entry
 from authkeep.security.emails import email_key_of
 from authkeep.security.keys import KeyConfigError, generate_key
 from authkeep.settings import InspectedSettings, Settings, find_problems
 
 app = typer.Typer(help="authkeep: authentication and authorization for FastAPI backends.")
-keys_app = typer.Typer(help="Signing keys for asymmetric (EdDSA/RS256) tokens.")
+keys_app = typer.Typer(help="Keys: token signing key pairs (EdDSA/RS256) and data keys.")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 
@@ -346,6 +347,20 @@ def keys_generate(
     except (OSError, KeyConfigError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"created {path} (kid {path.stem}); set AUTHKEEP_JWT_KEYS_DIR={directory}")
+
+
+@keys_app.command("data-key")
+def keys_data_key(
+    key_id: Annotated[
+        str | None, typer.Option("--id", help="The key's id (default: a random dk-…).")
+    ] = None,
+) -> None:
+    """Print a new AUTHKEEP_DATA_KEYS entry. Put it first in the list; keep the old ones
+    after it until every stored value is re-sealed (docs/data-keys.md)."""
+    try:
+        typer.echo(new_data_key_entry(key_id))
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
 
 
 @keys_app.command("rotate")

@@ -7,6 +7,7 @@ the tests all read the same list.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import os
@@ -74,6 +75,10 @@ SECRET_HINT = (
     "set AUTHKEEP_SECRET_KEY to a random value of at least 32 characters, for example "
     "the output of: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
 )
+
+
+# An AUTHKEEP_DATA_KEYS entry: a key id, ':', then 32 bytes in unpadded base64url.
+DATA_KEY_ENTRY = re.compile(r"^[A-Za-z0-9_-]{1,32}:[A-Za-z0-9_-]{43}=?$")
 
 
 def parse_limits(value: str, field: str | None = None) -> list[RateLimitItem]:
@@ -200,6 +205,10 @@ class Settings(BaseSettings):
     # Rotation (docs/key-rotation.md): secrets that verify and read but never sign or write.
     # A JSON list or comma-separated; newest first.
     previous_secret_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # Data keys (docs/data-keys.md): "<key id>:<base64url of 32 bytes>", newest first; the
+    # first seals, all open. Development generates one into the file; production needs them.
+    data_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    data_keys_file: Path = Path(".authkeep-data-keys")
     # When AUTHKEEP_SECRET_KEY was made (a date): check-config reports its age from it.
     secret_key_created_at: date | None = None
     # check-config warns about a key older than this (0: never).
@@ -366,7 +375,7 @@ class Settings(BaseSettings):
             return None
         return supported_database_url(value, f"AUTHKEEP_{str(info.field_name).upper()}")
 
-    @field_validator("previous_secret_keys", mode="before")
+    @field_validator("previous_secret_keys", "data_keys", mode="before")
     @classmethod
     def _secret_list(cls, value: object) -> object:
         # JSON when it looks like JSON, else comma-separated: a secret with a comma needs JSON.
@@ -551,6 +560,7 @@ def find_problems(settings: Settings) -> list[Problem]:
         if weakness:
             problems.append(Problem("AUTHKEEP_SECRET_KEY", f"{weakness}: {SECRET_HINT}", "refuse"))
     problems.extend(_previous_secret_problems(settings))
+    problems.extend(_data_key_problems(settings))
     problems.extend(_idle_timeout_problems(settings))
     problems.extend(_challenge_problems(settings))
     if any(origin.strip() == "*" for origin in settings.allowed_origins):
@@ -750,6 +760,45 @@ MIN_PRODUCTION_POW = 10_000
 """Below this ALTCHA cost a password sprayer's CPU barely notices the challenge."""
 
 
+def _data_key_problems(settings: Settings) -> list[Problem]:
+    if not settings.data_keys:
+        return [
+            Problem(
+                "AUTHKEEP_DATA_KEYS",
+                "AUTHKEEP_DATA_KEYS is not set (development seals stored secrets with a key "
+                f"generated once into {settings.data_keys_file}); production needs its own: "
+                "run `authkeep keys data-key` and keep the output with your secret key",
+                "production",
+            )
+        ]
+    problems = []
+    seen: set[str] = set()
+    for position, entry in enumerate(settings.data_keys, start=1):
+        text = entry.get_secret_value().strip()
+        if not DATA_KEY_ENTRY.match(text):
+            problems.append(
+                Problem(
+                    "AUTHKEEP_DATA_KEYS",
+                    f"AUTHKEEP_DATA_KEYS entry {position} is not '<key id>:<base64url of 32 "
+                    "random bytes>' (id: 1-32 letters, digits, '-' or '_'); "
+                    "`authkeep keys data-key` prints a valid one",
+                    "refuse",
+                )
+            )
+            continue
+        kid = text.partition(":")[0]
+        if kid in seen:
+            problems.append(
+                Problem(
+                    "AUTHKEEP_DATA_KEYS",
+                    f"AUTHKEEP_DATA_KEYS names key id {kid!r} twice; every key needs its own id",
+                    "refuse",
+                )
+            )
+        seen.add(kid)
+    return problems
+
+
 def _challenge_problems(settings: Settings) -> list[Problem]:
     """The challenge after failed logins (docs/challenge.md)."""
     problems: list[Problem] = []
@@ -813,6 +862,30 @@ def _idle_timeout_problems(settings: Settings) -> list[Problem]:
     return []
 
 
+def load_or_create_dev_data_key(path: Path) -> tuple[str, bool]:
+    """Return the development data key entry kept in ``path`` (0600), creating it once.
+
+    Returns the ``"<id>:<key>"`` entry and whether it was just created."""
+    try:
+        existing = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        existing = ""
+    if DATA_KEY_ENTRY.match(existing):
+        return existing, False
+    material = base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
+    value = f"dev-{secrets.token_hex(4)}:{material}"
+    _write_private(path, value)
+    return value, True
+
+
+def _write_private(path: Path, value: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(value + "\n")
+    os.chmod(path, 0o600)
+
+
 def load_or_create_dev_secret(path: Path) -> tuple[str, bool]:
     """Return the development signing secret kept in ``path``, creating it once.
 
@@ -826,9 +899,5 @@ def load_or_create_dev_secret(path: Path) -> tuple[str, bool]:
     if existing and secret_weakness(existing) is None:
         return existing, False
     value = secrets.token_urlsafe(48)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(value + "\n")
-    os.chmod(path, 0o600)
+    _write_private(path, value)
     return value, True

@@ -18,6 +18,7 @@ from redis.backoff import NoBackoff
 from authkeep.db import sessions as session_rows
 from authkeep.db.base import utcnow
 from authkeep.db.engine import Database
+from authkeep.security.data_keys import SecretBox
 from authkeep.security.email_tokens import EmailTokenKey
 from authkeep.security.key_ring import SecretRing
 from authkeep.security.keys import KeyRing
@@ -44,7 +45,7 @@ from authkeep.services.rate_limits import RateLimits
 from authkeep.services.revocation import MemoryRevocations, RedisRevocations, RevocationStore
 from authkeep.services.sessions import Sessions
 from authkeep.services.stats import SessionStats
-from authkeep.settings import Settings, load_or_create_dev_secret
+from authkeep.settings import Settings, load_or_create_dev_data_key, load_or_create_dev_secret
 
 log = structlog.get_logger("authkeep")
 
@@ -80,6 +81,8 @@ class Services:
     """Sign-up, verification, password reset and email change."""
     oauth2: OAuth2Tokens
     """Token revocation (RFC 7009) and introspection (RFC 7662)."""
+    data_box: SecretBox
+    """Seals stored secrets (MFA, webhook signing secrets) with the data keys."""
 
 
 def signing_secret(settings: Settings) -> str:
@@ -140,6 +143,27 @@ def make_redis(url: str) -> Redis:
     )
 
 
+TEST_DATA_KEY_PURPOSE = b"authkeep/test-data-key/v1"
+
+
+def build_data_box(settings: Settings, secret_ring: SecretRing) -> SecretBox:
+    """The data-key box: ``AUTHKEEP_DATA_KEYS``; in development a key generated once into
+    ``AUTHKEEP_DATA_KEYS_FILE``; under test one derived from the secret (so the processes
+    of one test, sharing a secret, share it)."""
+    if settings.data_keys:
+        return SecretBox.from_entries(key.get_secret_value() for key in settings.data_keys)
+    if settings.env == "test":
+        return SecretBox(SecretRing([secret_ring.derive(TEST_DATA_KEY_PURPOSE).newest]))
+    entry, created = load_or_create_dev_data_key(settings.data_keys_file)
+    log.warning(
+        "development_data_key",
+        file=str(settings.data_keys_file),
+        created=created,
+        hint="set AUTHKEEP_DATA_KEYS in production; this key is for this machine only",
+    )
+    return SecretBox.from_entries([entry])
+
+
 def revocation_ttl(settings: Settings) -> int:
     """How long a revocation must be remembered: the longest access-token life."""
     return settings.access_token_expire_minutes * 60 + settings.jwt_leeway_seconds
@@ -156,6 +180,7 @@ async def recent_revocations(db: Database, ttl: int) -> list[tuple[str, int]]:
 
 async def build_services(s: Settings, secret_ring: SecretRing, keys: KeyRing) -> Services:
     """Open the database, Redis and the hashing pool, and build every service on them."""
+    data_box = build_data_box(s, secret_ring)
     db = Database(s.database_url, pool_size=s.database_pool_size)
     redis = make_redis(s.redis_url.get_secret_value()) if s.redis_url else None
     hasher = await asyncio.to_thread(
@@ -255,6 +280,7 @@ async def build_services(s: Settings, secret_ring: SecretRing, keys: KeyRing) ->
         delivery=delivery,
         email_flows=flows,
         oauth2=OAuth2Tokens(codec, sessions, authenticator),
+        data_box=data_box,
     )
     return services
 

@@ -14,11 +14,13 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Uuid,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.expression import false
 
 from authkeep.db.base import Base, UTCDateTime, utcnow
 
@@ -41,6 +43,9 @@ class User(Base):
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # When the owner proved the address (a verification or email-change link); None: never.
     email_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A confirmed TOTP factor or a passkey exists (kept by the MFA services; read with the
+    # user, so the step-up check costs no query of its own).
+    mfa_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class AccountToken(Base):
@@ -82,6 +87,10 @@ class AuthSession(Base):
     org_id: Mapped[uuid.UUID | None] = mapped_column(
         Uuid, ForeignKey("organizations.id", ondelete="SET NULL")
     )
+    # When and how the user last proved who they are in this session (sign-in or step-up):
+    # access tokens carry them as ``auth_time`` and ``amr`` (comma-separated methods).
+    auth_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    amr: Mapped[str] = mapped_column(String(64), default="pwd", server_default="pwd")
 
     __table_args__ = (Index("ix_auth_sessions_revoked_at", "revoked_at"),)
 
@@ -181,6 +190,8 @@ class Organization(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Members without a second factor are refused this organization's routes.
+    require_mfa: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Membership(Base):
@@ -292,3 +303,92 @@ class OutboxMessage(Base):
         CheckConstraint(OUTBOX_STATUS_CHECK, name="status"),
         Index("ix_outbox_due", "status", "next_attempt_at"),
     )
+
+
+class TotpFactor(Base):
+    """A user's TOTP factor (RFC 6238). ``secret_sealed`` is the secret sealed with a data
+    key (bound to this row); ``last_step`` the newest accepted time step: a code is accepted
+    only for a newer step, in one atomic update. Active once ``confirmed_at`` is set."""
+
+    __tablename__ = "mfa_totp"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), unique=True
+    )
+    secret_sealed: Mapped[str] = mapped_column(String(255))
+    last_step: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RecoveryCode(Base):
+    """One single-use recovery code, as a keyed hash."""
+
+    __tablename__ = "mfa_recovery_codes"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class MfaLoginChallenge(Base):
+    """A login waiting for its second factor: the ``mfa_token`` (as a keyed hash), the
+    methods already passed (``amr``), its expiry and the wrong codes spent on it."""
+
+    __tablename__ = "mfa_login_challenges"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    amr: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class WebAuthnCredential(Base):
+    """A passkey: its credential id (base64url), COSE public key and signature counter.
+    ``device_type`` is ``single_device`` or ``multi_device`` (synced; such keys report a
+    counter of 0, which is not a clone)."""
+
+    __tablename__ = "webauthn_credentials"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    credential_id: Mapped[str] = mapped_column(String(1400), unique=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    sign_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    transports: Mapped[str | None] = mapped_column(String(200))
+    aaguid: Mapped[str | None] = mapped_column(String(36))
+    device_type: Mapped[str] = mapped_column(String(16))
+    backed_up: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class WebAuthnChallenge(Base):
+    """The single-use challenge of a WebAuthn ceremony (``purpose``: ``register``,
+    ``login``), found by the SHA-256 of the challenge the client signed."""
+
+    __tablename__ = "webauthn_challenges"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    purpose: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE")
+    )
+    challenge_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

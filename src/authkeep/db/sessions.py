@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from authkeep.db.base import IP_LENGTH, USER_AGENT_LENGTH
 from authkeep.db.models import AuthSession, RefreshToken
+from authkeep.security.assurance import AuthContext, parse_amr
 from authkeep.security.text import clip
 
 
@@ -27,6 +28,13 @@ class SessionRecord:
     revoked_at: datetime | None
     ip: str | None
     user_agent: str | None
+    auth_time: datetime | None = None
+    amr: str = "pwd"
+
+    @property
+    def auth(self) -> AuthContext:
+        """When and how the user last authenticated in this session."""
+        return AuthContext(self.auth_time or self.created_at, parse_amr(self.amr))
 
     def idle_expires_at(self, idle_timeout: timedelta) -> datetime:
         """When the session ends unless refreshed first: ``idle_timeout`` after its last use,
@@ -63,6 +71,8 @@ _SESSION_COLUMNS = (
     AuthSession.revoked_at,
     AuthSession.ip,
     AuthSession.user_agent,
+    AuthSession.auth_time,
+    AuthSession.amr,
 )
 # Core inserts built once (values come with each execute): every login and refresh runs
 # them, and the ORM's per-call ``insert(Entity).values(...)`` cost more than the round trip.
@@ -91,8 +101,10 @@ async def create_session(
     ip: str | None,
     user_agent: str | None,
     org_id: uuid.UUID | None = None,
+    amr: str = "pwd",
 ) -> uuid.UUID:
-    """Insert a new live session (active in ``org_id``, if given) and return its id."""
+    """Insert a new live session (active in ``org_id``, if given), authenticated now by
+    the methods ``amr`` (comma-separated), and return its id."""
     session_id = uuid.uuid4()
     await conn.execute(
         _INSERT_SESSION,
@@ -107,6 +119,8 @@ async def create_session(
             "ip": clip(ip, IP_LENGTH),
             "user_agent": clip(user_agent, USER_AGENT_LENGTH),
             "org_id": org_id,
+            "auth_time": now,
+            "amr": amr,
         },
     )
     return session_id
@@ -117,7 +131,7 @@ async def get_session(conn: AsyncConnection, session_id: uuid.UUID) -> SessionRe
     row = (
         await conn.execute(select(*_SESSION_COLUMNS).where(AuthSession.id == session_id))
     ).first()
-    return SessionRecord(*row) if row else None
+    return SessionRecord(**row._asdict()) if row else None
 
 
 async def live_sessions(
@@ -135,7 +149,7 @@ async def live_sessions(
         )
         .order_by(AuthSession.last_used_at.desc())
     )
-    return [SessionRecord(*row) for row in rows]
+    return [SessionRecord(**row._asdict()) for row in rows]
 
 
 async def touch_session(conn: AsyncConnection, session_id: uuid.UUID, now: datetime) -> None:
@@ -270,3 +284,20 @@ async def purge_batch(
     cascaded = await conn.execute(delete(RefreshToken).where(RefreshToken.session_id.in_(ids)))
     sessions = await conn.execute(delete(AuthSession).where(AuthSession.id.in_(ids)))
     return int(sessions.rowcount), int(tokens.rowcount), int(cascaded.rowcount)
+
+
+async def reauthenticate(
+    conn: AsyncConnection, session_id: uuid.UUID, user_id: uuid.UUID, auth: AuthContext
+) -> bool:
+    """Record a fresh authentication (a step-up) in a live session of ``user_id``: its
+    ``auth_time`` and ``amr`` become ``auth``'s. False if no such unrevoked session."""
+    result = await conn.execute(
+        update(AuthSession)
+        .where(
+            AuthSession.id == session_id,
+            AuthSession.user_id == user_id,
+            AuthSession.revoked_at.is_(None),
+        )
+        .values(auth_time=auth.auth_time, amr=auth.stored_amr)
+    )
+    return bool(result.rowcount)

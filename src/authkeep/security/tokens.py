@@ -13,7 +13,9 @@ Checks, in order, each stopping an attack:
   no ``none``, no HS256-with-the-public-key confusion;
 * signature, ``exp``, ``iat`` (not in the future), ``nbf``, exact ``iss`` and ``aud`` — with a
   small leeway for clock skew;
-* ``token_type`` must be the one expected — a refresh token is not an access token.
+* ``token_type`` must be the one expected — a refresh token is not an access token;
+* ``auth_time``, ``amr`` and ``acr`` all present or all absent, ``auth_time`` not after
+  ``iat``, ``amr`` only known methods and ``acr`` exactly what ``amr`` reaches.
 
 An access token that passed all of these is remembered (see :class:`_VerifiedTokens`): the
 same string presented again costs a dictionary look-up and an expiry check, not a second
@@ -38,6 +40,7 @@ import jwt
 from jwt.algorithms import HMACAlgorithm
 
 from authkeep.errors import InvalidToken
+from authkeep.security.assurance import AAL1, AMR_VALUES, AuthContext, acr_of
 from authkeep.security.keys import KeyRing
 
 TokenType = Literal["access", "refresh"]
@@ -141,6 +144,11 @@ class AccessClaims:
     org_id: str | None = None
     role: str | None = None
     email_verified: bool = False
+    # When and how the user last authenticated (see authkeep.security.assurance); tokens
+    # minted before these claims existed read as authenticated at the epoch, by password.
+    auth_time: int = 0
+    amr: tuple[str, ...] = ("pwd",)
+    acr: str = AAL1
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +170,26 @@ class IssuedToken:
     token_id: str
     issued_at: datetime
     expires_at: datetime
+
+
+def _assurance(claims: dict[str, Any]) -> tuple[int, tuple[str, ...], str]:
+    """``auth_time``, ``amr`` and ``acr`` of verified claims. All three or none (a token
+    minted before they existed); ``acr`` must be what ``amr`` reaches, so no single edited
+    claim is ever trusted (the signature already forbids editing; this is belt and braces)."""
+    if "auth_time" not in claims and "amr" not in claims and "acr" not in claims:
+        return 0, ("pwd",), AAL1
+    auth_time, amr, acr = claims.get("auth_time"), claims.get("amr"), claims.get("acr")
+    if (
+        not isinstance(auth_time, int)
+        or isinstance(auth_time, bool)
+        or auth_time > int(claims["iat"])
+        or not isinstance(amr, list)
+        or not amr
+        or not all(isinstance(m, str) and m in AMR_VALUES for m in amr)
+        or acr != acr_of(amr)
+    ):
+        raise InvalidToken()
+    return auth_time, tuple(amr), acr
 
 
 def _epoch(moment: datetime) -> int:
@@ -205,10 +233,12 @@ class TokenCodec:
         org_id: str | None = None,
         role: str | None = None,
         email_verified: bool = False,
+        auth: AuthContext | None = None,
         now: datetime | None = None,
     ) -> IssuedToken:
         """Sign a new access token. ``email_verified``: whether the owner proved
-        ``email`` when the token was issued."""
+        ``email`` when the token was issued; ``auth``: when and how the session's user last
+        authenticated (``auth_time``, ``amr``, ``acr``; None: now, by password)."""
         issued = (now or datetime.now(UTC)).replace(microsecond=0)
         expires = issued + self.access_ttl
         jti = uuid.uuid4().hex
@@ -224,6 +254,10 @@ class TokenCodec:
             "aud": self.audience,
             "token_type": "access",
         }
+        context = auth if auth is not None else AuthContext(issued)
+        claims["auth_time"] = _epoch(context.auth_time)
+        claims["amr"] = list(context.amr)
+        claims["acr"] = context.acr
         if org_id is not None:
             claims["org_id"] = org_id
             claims["role"] = role
@@ -324,6 +358,7 @@ class TokenCodec:
         email_verified = claims.get("email_verified", False)
         if not isinstance(email_verified, bool):
             raise InvalidToken()
+        auth_time, amr, acr = _assurance(claims)
         return AccessClaims(
             user_id=claims["sub"],
             session_id=claims["sid"],
@@ -334,6 +369,9 @@ class TokenCodec:
             org_id=org_id,
             role=role,
             email_verified=email_verified,
+            auth_time=auth_time,
+            amr=amr,
+            acr=acr,
         )
 
     def decode_refresh(self, token: str) -> RefreshClaims:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
@@ -33,6 +33,7 @@ from authkeep.db.base import utcnow
 from authkeep.db.engine import Database
 from authkeep.db.orgs import MemberRecord, OrgRecord
 from authkeep.errors import Conflict, InvalidToken, NotFound, PermissionDenied
+from authkeep.security.assurance import AuthContext
 from authkeep.security.permissions import Role
 from authkeep.security.text import TextRejected, clean_display_name
 from authkeep.security.tokens import TokenCodec
@@ -330,6 +331,16 @@ class Organizations:
             org_id=str(org_id),
             role=org.role.value,
             email_verified=principal.user.email_verified,
+            auth=_auth_of(principal),
         )
         expires_in = int((access.expires_at - access.issued_at).total_seconds())
         return OrgToken(access.token, expires_in, org_id, org.role)
+
+
+def _auth_of(principal: Principal) -> AuthContext | None:
+    """The presented token's authentication, kept by a token minted from it (a switch of
+    organization is no new sign-in)."""
+    claims = principal.claims
+    if claims is None:
+        return None
+    return AuthContext(datetime.fromtimestamp(claims.auth_time, UTC), claims.amr)

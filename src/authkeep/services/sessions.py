@@ -34,6 +34,7 @@ from authkeep.db.orgs import ActiveOrg
 from authkeep.db.sessions import RefreshRecord, SessionRecord
 from authkeep.db.users import UserRecord
 from authkeep.errors import InvalidToken, NotFound, TokenReused
+from authkeep.security.assurance import AuthContext
 from authkeep.security.tokens import IssuedToken, TokenCodec
 from authkeep.services.accounts import Accounts
 from authkeep.services.audit import Action, Actor, AuditEvent, AuditLog
@@ -118,7 +119,8 @@ class Sessions:
         user: UserRecord,
         session_id: uuid.UUID,
         refresh: str,
-        org: ActiveOrg | None = None,
+        org: ActiveOrg | None,
+        auth: AuthContext,
     ) -> TokenPair:
         access = self._codec.issue_access(
             user_id=str(user.id),
@@ -127,6 +129,7 @@ class Sessions:
             org_id=str(org.org_id) if org else None,
             role=org.role.value if org else None,
             email_verified=user.email_verified,
+            auth=auth,
         )
         expires_in = int((access.expires_at - access.issued_at).total_seconds())
         return TokenPair(access.token, refresh, expires_in, user, session_id)
@@ -176,11 +179,17 @@ class Sessions:
         return pair
 
     async def start(
-        self, user: UserRecord, info: RequestInfo, *, method: str = "password"
+        self,
+        user: UserRecord,
+        info: RequestInfo,
+        *,
+        method: str = "password",
+        amr: tuple[str, ...] = ("pwd",),
     ) -> TokenPair:
-        """Open a session for an already authenticated user (audited as a login by
-        ``method``)."""
+        """Open a session for a user authenticated by the methods ``amr`` (audited as a
+        login by ``method``)."""
         now = utcnow()
+        auth = AuthContext(now, amr)
         async with self._db.transaction() as conn:
             # A new session starts in the user's oldest organization (if any); switch-org
             # moves it, and the session row remembers the choice for later refreshes.
@@ -194,6 +203,7 @@ class Sessions:
                 ip=info.ip,
                 user_agent=info.short_user_agent,
                 org_id=org.org_id if org else None,
+                amr=auth.stored_amr,
             )
             refresh = self._issue_refresh(user.id, session_id, now, expires_at)
             await self._store_refresh(conn, user, session_id, refresh)
@@ -204,12 +214,12 @@ class Sessions:
                     actor=Actor(user.id),
                     entity_type="session",
                     entity_id=session_id,
-                    details={"method": method},
+                    details={"method": method, "amr": list(auth.amr)},
                 ),
                 info,
             )
         log.info("login_succeeded", user_id=str(user.id), session_id=str(session_id))
-        return self._pair(user, session_id, refresh.token, org)
+        return self._pair(user, session_id, refresh.token, org, auth)
 
     async def refresh(self, token: str, info: RequestInfo) -> TokenPair:
         """Rotate a refresh token; TokenReused (after revoking the family) on replay."""
@@ -249,7 +259,7 @@ class Sessions:
                 await session_rows.touch_session(conn, session_id, now)
                 await self._audit.record(conn, self._refresh_event(user_id, session_id), info)
                 org = await org_rows.session_org(conn, session_id)
-                pair = self._pair(user, session_id, successor.token, org)
+                pair = self._pair(user, session_id, successor.token, org, session.auth)
         if won:
             return pair
         return await self._retry_or_theft(
@@ -371,8 +381,11 @@ class Sessions:
         )
         if not hmac.compare_digest(token_digest(again), successor.token_hash):
             return "successor_unavailable"
+        session = await session_rows.get_session(conn, spent.session_id)
+        if session is None:
+            return "successor_unavailable"
         org = await org_rows.session_org(conn, spent.session_id)
-        return self._pair(user, spent.session_id, again, org)
+        return self._pair(user, spent.session_id, again, org, session.auth)
 
     async def list_live(self, user_id: uuid.UUID) -> list[LiveSession]:
         """The user's live sessions (neither revoked, expired nor idle too long), most
