@@ -18,6 +18,7 @@ from authkeep.errors import (
     PermissionDenied,
     PolicyViolation,
     RateLimited,
+    StepUpRequired,
     TokenReused,
 )
 from authkeep.http.app import Authkeep, create_app
@@ -30,7 +31,15 @@ from authkeep.http.authz import (
     current_caller,
     require_role,
 )
-from authkeep.http.deps import CurrentPrincipal, CurrentUser, current_principal, current_user
+from authkeep.http.deps import (
+    CurrentPrincipal,
+    CurrentUser,
+    RecentPrincipal,
+    current_principal,
+    current_user,
+    require_aal2,
+    require_recent_auth,
+)
 from authkeep.http.docs import install_docs
 from authkeep.http.uploads import CheckedUpload, UploadCheck
 from authkeep.security.permissions import Role
@@ -60,8 +69,10 @@ __all__ = [
     "PolicyViolation",
     "Principal",
     "RateLimited",
+    "RecentPrincipal",
     "Role",
     "Settings",
+    "StepUpRequired",
     "TenantDB",
     "TenantDatabase",
     "TokenReused",
@@ -75,6 +86,8 @@ __all__ = [
     "enable_tenancy",
     "install_docs",
     "migrate_database",
+    "require_aal2",
+    "require_recent_auth",
     "require_role",
     "run_migrations",
 ]

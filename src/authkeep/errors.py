@@ -6,6 +6,7 @@
     ├── InvalidCredentials        wrong email/password, unknown, inactive or deleted user
     ├── InvalidToken              bad, expired, revoked or wrongly typed token
     │   └── TokenReused           a spent refresh token came back: the family is revoked
+    ├── StepUpRequired            a valid token, but its sign-in is too old or too weak (401)
     ├── PermissionDenied          a known user lacks the right
     ├── NotFound                  absent, or in another tenant (never says which)
     ├── Conflict                  e.g. the email is already registered
@@ -50,6 +51,20 @@ class InvalidToken(AuthkeepError):
 
 class TokenReused(InvalidToken):
     """A refresh token was presented after it was spent: possible theft."""
+
+
+class StepUpRequired(AuthkeepError):
+    """The caller's sign-in is older than ``max_age`` seconds, or weaker than
+    ``acr_values`` (RFC 9470): re-authenticate (``POST /api/v1/auth/step-up``) and retry."""
+
+    detail = "A more recent or stronger sign-in is required: step up and retry"
+
+    def __init__(
+        self, detail: str | None = None, *, max_age: int | None, acr_values: str | None
+    ) -> None:
+        super().__init__(detail)
+        self.max_age = max_age
+        self.acr_values = acr_values
 
 
 class PermissionDenied(AuthkeepError):

@@ -229,6 +229,8 @@ class Settings(BaseSettings):
     # shorter; set explicitly, it must lie between the access-token and session lifetimes.
     session_idle_timeout: timedelta = Field(default=DEFAULT_IDLE_TIMEOUT, ge=MIN_IDLE_TIMEOUT)
     refresh_reuse_interval_seconds: int = Field(default=10, ge=0, le=300)
+    # How recent a sign-in (or step-up) a sensitive route needs (docs/mfa.md).
+    step_up_max_age_seconds: int = Field(default=600, ge=10, le=24 * 3600)
     jwt_issuer: str = "authkeep"
     jwt_audience: str = "authkeep"
     jwt_leeway_seconds: int = Field(default=10, ge=0, le=300)

@@ -45,6 +45,7 @@ from authkeep.services.rate_limits import RateLimits
 from authkeep.services.revocation import MemoryRevocations, RedisRevocations, RevocationStore
 from authkeep.services.sessions import Sessions
 from authkeep.services.stats import SessionStats
+from authkeep.services.step_up import StepUpPolicy
 from authkeep.settings import Settings, load_or_create_dev_data_key, load_or_create_dev_secret
 
 log = structlog.get_logger("authkeep")
@@ -83,6 +84,8 @@ class Services:
     """Token revocation (RFC 7009) and introspection (RFC 7662)."""
     data_box: SecretBox
     """Seals stored secrets (MFA, webhook signing secrets) with the data keys."""
+    step_up: StepUpPolicy
+    """Sensitive routes: a recent sign-in, with the second factor when the user has one."""
 
 
 def signing_secret(settings: Settings) -> str:
@@ -281,6 +284,7 @@ async def build_services(s: Settings, secret_ring: SecretRing, keys: KeyRing) ->
         email_flows=flows,
         oauth2=OAuth2Tokens(codec, sessions, authenticator),
         data_box=data_box,
+        step_up=StepUpPolicy(s.step_up_max_age_seconds),
     )
     return services
 

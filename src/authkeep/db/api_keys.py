@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from authkeep.db.audit_guard import quote_ident
 from authkeep.db.engine import set_local
 from authkeep.db.models import ApiKey, Membership, User
-from authkeep.db.users import UserRecord
+from authkeep.db.users import USER_COLUMNS, UserRecord
 from authkeep.security.permissions import Role, parse_role
 
 LOOKUP_SETTING = "app.api_key_prefix"
@@ -74,16 +74,7 @@ _KEY_COLUMNS = (
     ApiKey.last_used_at,
     ApiKey.revoked_at,
 )
-_USER_COLUMNS = (
-    User.id,
-    User.email,
-    User.full_name,
-    User.is_active,
-    User.is_superuser,
-    User.created_at,
-    User.deleted_at,
-    User.email_verified_at,
-)
+_USER_COLUMNS = USER_COLUMNS
 
 
 def _key(row: tuple[object, ...]) -> ApiKeyRecord:

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from authkeep.db.base import utcnow
-from authkeep.db.models import Membership, User
+from authkeep.db.models import Membership, TotpFactor, User, WebAuthnCredential
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,8 @@ class UserRecord:
     deleted_at: datetime | None
     email_verified_at: datetime | None = None
     """When the owner proved the address (a link sent to it was opened); None: never."""
+    mfa_enabled: bool = False
+    """Whether the user has a second factor (a confirmed TOTP factor or a passkey)."""
 
     @property
     def can_sign_in(self) -> bool:
@@ -39,7 +41,8 @@ class UserRecord:
         return self.email_verified_at is not None
 
 
-_COLUMNS = (
+# The columns of a UserRecord, in its field order (other queries join them in).
+USER_COLUMNS = (
     User.id,
     User.email,
     User.full_name,
@@ -48,7 +51,9 @@ _COLUMNS = (
     User.created_at,
     User.deleted_at,
     User.email_verified_at,
+    User.mfa_enabled,
 )
+_COLUMNS = USER_COLUMNS
 
 
 class EmailTaken(Exception):
@@ -214,3 +219,22 @@ async def search(
     rows = (await conn.execute(stmt.offset(offset).limit(limit))).all()
     total = (await conn.execute(count)).scalar_one()
     return [_record(row) for row in rows], total
+
+
+async def refresh_mfa_enabled(conn: AsyncConnection, user_id: uuid.UUID) -> bool:
+    """Recompute ``users.mfa_enabled`` from the user's factors (a confirmed TOTP factor or
+    any passkey) in one statement, inside the caller's transaction; returns the new value.
+    Called by every change of a factor, so the flag never disagrees with the factors."""
+    has_factor = or_(
+        select(TotpFactor.id)
+        .where(TotpFactor.user_id == user_id, TotpFactor.confirmed_at.is_not(None))
+        .exists(),
+        select(WebAuthnCredential.id).where(WebAuthnCredential.user_id == user_id).exists(),
+    )
+    result = await conn.execute(
+        update(User)
+        .where(User.id == user_id)
+        .values(mfa_enabled=has_factor)
+        .returning(User.mfa_enabled)
+    )
+    return bool(result.scalar_one_or_none())

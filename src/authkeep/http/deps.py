@@ -10,7 +10,7 @@ Every failure is a 401 with ``WWW-Authenticate: Bearer`` (see ``authkeep.http.er
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
@@ -96,6 +96,33 @@ async def _request_info(request: Request) -> RequestInfo:
     return request_info(request)
 
 
+def require_recent_auth(max_age: int | None = None, *, aal2: bool = False) -> Any:
+    """A dependency for a sensitive route: the caller's user session, signed in (or stepped
+    up) at most ``max_age`` seconds ago (None: ``AUTHKEEP_STEP_UP_MAX_AGE_SECONDS``), with
+    the second factor when the user has one or ``aal2`` is asked. Otherwise 401 with
+    ``WWW-Authenticate: Bearer error="insufficient_user_authentication"`` (RFC 9470)::
+
+        @app.post("/payouts")
+        async def payout(principal: Annotated[Principal, require_recent_auth(300)]): ...
+    """
+
+    async def recent(
+        request: Request, principal: Annotated[Principal, Depends(current_principal)]
+    ) -> Principal:
+        get_authkeep(request).services.step_up.require(principal, max_age=max_age, aal2=aal2)
+        return principal
+
+    return Depends(recent)
+
+
+def require_aal2(max_age: int | None = None) -> Any:
+    """:func:`require_recent_auth` that always needs the second factor (``acr`` ``aal2``):
+    a user without one is asked to step up with one, which they must enrol first."""
+    return require_recent_auth(max_age, aal2=True)
+
+
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+RecentPrincipal = Annotated[Principal, require_recent_auth()]
+"""The caller's user session with a recent sign-in (and its second factor, if enrolled)."""
 CurrentUser = Annotated[UserRecord, Depends(current_user)]
 Info = Annotated[RequestInfo, Depends(_request_info)]

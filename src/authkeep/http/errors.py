@@ -36,6 +36,7 @@ from authkeep.errors import (
     PermissionDenied,
     PolicyViolation,
     RateLimited,
+    StepUpRequired,
 )
 from authkeep.http.routes import route_template
 from authkeep.services.accounts import FieldError
@@ -54,6 +55,7 @@ _MAX_LOC_ITEM = 64
 STATUS: tuple[tuple[type[AuthkeepError], int], ...] = (
     (InvalidCredentials, 401),
     (ChallengeRequired, 401),
+    (StepUpRequired, 401),
     (InvalidToken, 401),
     (PermissionDenied, 403),
     (EmailNotVerified, 403),
@@ -90,7 +92,9 @@ def error_response(error: AuthkeepError) -> JSONResponse:
     """The response for a domain error."""
     status = status_of(error)
     headers: dict[str, str] = {}
-    if status == 401:
+    if isinstance(error, StepUpRequired):
+        headers["WWW-Authenticate"] = step_up_challenge(error)
+    elif status == 401:
         headers.update(BEARER_CHALLENGE)
     if isinstance(error, RateLimited | Overloaded | DependencyUnavailable):
         headers["Retry-After"] = str(error.retry_after)
@@ -103,6 +107,20 @@ def error_response(error: AuthkeepError) -> JSONResponse:
             challenge_body({"detail": body}, error), status_code=status, headers=headers
         )
     return JSONResponse({"detail": body}, status_code=status, headers=headers)
+
+
+def step_up_challenge(error: StepUpRequired) -> str:
+    """The ``WWW-Authenticate`` value of RFC 9470 §3: ``insufficient_user_authentication``
+    with the ``max_age`` and/or ``acr_values`` a new sign-in must meet."""
+    parts = [
+        'Bearer error="insufficient_user_authentication"',
+        f'error_description="{error.detail}"',
+    ]
+    if error.acr_values is not None:
+        parts.append(f'acr_values="{error.acr_values}"')
+    if error.max_age is not None:
+        parts.append(f'max_age="{error.max_age}"')
+    return ", ".join(parts)
 
 
 def challenge_body(body: dict[str, Any], error: ChallengeRequired) -> dict[str, Any]:
