@@ -35,6 +35,9 @@ def client_for(app: FastAPI, peer: tuple[str, int] = PEER) -> httpx.AsyncClient:
 
 
 PASSWORD = "correct horse battery staple"
+# An AUTHKEEP_DATA_KEYS entry for tests that build production settings (a published test
+# value: never use it anywhere real).
+TEST_DATA_KEY = "test-dk:" + "A" * 43
 
 
 async def register(

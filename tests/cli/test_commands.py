@@ -16,6 +16,7 @@ from typer.testing import CliRunner, Result
 from authkeep.cli import DEMO_USERS, app
 from authkeep.db import users as user_rows
 from authkeep.db.engine import Database
+from helpers import TEST_DATA_KEY
 
 STRONG = "pZ4-qL9_vX2mK7rT5wY8nB3cF6hJ1dG0sA"
 ADMIN_PASSWORD = "a long and private admin passphrase"
@@ -67,6 +68,7 @@ def production(env: pytest.MonkeyPatch) -> None:
     env.setenv("AUTHKEEP_REDIS_URL", "redis://:redis-pass-456@cache:6379/0")
     env.setenv("AUTHKEEP_EMAIL_BACKEND", "smtp")
     env.setenv("AUTHKEEP_PUBLIC_URL", "https://app.example.com")
+    env.setenv("AUTHKEEP_DATA_KEYS", f'["{TEST_DATA_KEY}"]')
 
 
 class TestCheckConfig:

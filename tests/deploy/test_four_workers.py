@@ -26,6 +26,7 @@ from attacks.corpus import ATTACKS, Target, attack_settings, check, make_target
 from authkeep import Settings
 from authkeep.security.keys import generate_key
 from conftest import GENEROUS_LIMITS, TEST_SECRET, _pg_admin, pg_async_url, unavailable
+from helpers import TEST_DATA_KEY
 from servers import Server, serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
@@ -122,6 +123,7 @@ def deployment(
             "AUTHKEEP_EMAIL_BACKEND": "file",
             "AUTHKEEP_EMAIL_FILE_DIR": str(workdir / "mail"),
             "AUTHKEEP_PUBLIC_URL": "https://app.example.com",
+            "AUTHKEEP_DATA_KEYS": TEST_DATA_KEY,
             # The attackers sign up and log in at once; verification links are another
             # test's subject (tests/http/test_signup.py). Production only warns about this.
             "AUTHKEEP_EMAIL_VERIFICATION": "optional",

@@ -11,7 +11,15 @@ from pathlib import Path
 import httpx
 
 from authkeep import Settings, create_app
-from helpers import PASSWORD, bearer, client_for, missing_security_headers, register, running
+from helpers import (
+    PASSWORD,
+    TEST_DATA_KEY,
+    bearer,
+    client_for,
+    missing_security_headers,
+    register,
+    running,
+)
 
 ALLOWED = "https://app.example.com"
 OTHER = "https://evil.example.net"
@@ -138,6 +146,7 @@ async def test_production_serves_no_docs(
         email_backend="file",
         email_file_dir=tmp_path,
         public_url="https://app.example.com",
+        data_keys=[TEST_DATA_KEY],
     )
     assert settings.is_production
     app = create_app(settings)

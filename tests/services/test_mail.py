@@ -29,7 +29,7 @@ from authkeep.services.mail import (
     TemplateError,
     build_transport,
 )
-from helpers import authkeep_of, running
+from helpers import TEST_DATA_KEY, authkeep_of, running
 from mail_helpers import SMTP_PASSWORD, SmtpSink, html_of, read_eml_dir, text_of
 
 PUBLIC = "https://app.example.com"
@@ -49,6 +49,8 @@ CONTEXTS: dict[str, dict[str, Any]] = {
         "expires_days": 7,
     },
     "password_changed": {},
+    "recovery_code_used": {"remaining": 9},
+    "mfa_reset": {},
 }
 
 
@@ -147,6 +149,7 @@ def production(**values: Any) -> Settings:
         "email_backend": "smtp",
         "smtp_host": "smtp.example.com",
         "public_url": PUBLIC,
+        "data_keys": [TEST_DATA_KEY],
     }
     base.update(values)
     return Settings(_env_file=None, **base)  # type: ignore[call-arg]

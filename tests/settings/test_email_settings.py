@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from authkeep import Settings
 from authkeep.settings import find_problems
+from helpers import TEST_DATA_KEY
 
 STRONG = "pZ4-qL9_vX2mK7rT5wY8nB3cF6hJ1dG0sA"
 
@@ -31,6 +32,7 @@ def make(**values: Any) -> Settings:
             trusted_hosts=["api.example.com"],
             email_backend="smtp",
             public_url="https://app.example.com",
+            data_keys=[TEST_DATA_KEY],
         )
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from authkeep import Authkeep, Settings
 from authkeep.settings import InspectedSettings, find_problems
+from helpers import TEST_DATA_KEY
 
 STRONG = "pZ4-qL9_vX2mK7rT5wY8nB3cF6hJ1dG0sA"  # 34 characters, 34 distinct
 ENVS = ["development", "test", "production"]
@@ -34,6 +35,7 @@ def make(**values: Any) -> Settings:
         values.setdefault("trusted_hosts", ["api.example.com"])
         values.setdefault("email_backend", "smtp")
         values.setdefault("public_url", "https://app.example.com")
+        values.setdefault("data_keys", [TEST_DATA_KEY])
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
@@ -148,6 +150,7 @@ def test_trusted_hosts_from_the_environment_count_as_set(monkeypatch: pytest.Mon
     monkeypatch.setenv("AUTHKEEP_TRUSTED_HOSTS", '["api.example.com"]')
     monkeypatch.setenv("AUTHKEEP_EMAIL_BACKEND", "smtp")
     monkeypatch.setenv("AUTHKEEP_PUBLIC_URL", "https://app.example.com")
+    monkeypatch.setenv("AUTHKEEP_DATA_KEYS", TEST_DATA_KEY)
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert settings.is_production
     assert settings.trusted_hosts == ["api.example.com"]
@@ -205,6 +208,7 @@ def test_inspected_settings_of_a_sound_production_configuration_have_no_blocking
         redis_url="redis://cache:6379/0",
         email_backend="smtp",
         public_url="https://app.example.com",
+        data_keys=[TEST_DATA_KEY],
     )
     assert [p for p in find_problems(inspected) if p.blocks("production")] == []
 
