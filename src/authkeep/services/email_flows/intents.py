@@ -16,13 +16,14 @@ used and writes nothing, so one intent causes at most one email and one live tok
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, get_args
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from authkeep.db import users as user_rows
+from authkeep.db.account_tokens import Purpose
 from authkeep.db.base import utcnow
 from authkeep.db.engine import Database
 from authkeep.db.outbox import ClaimedMessage
@@ -139,28 +140,17 @@ class AccountMailHandler:
     ) -> None:
         if user is None or not user.can_sign_in or user.email_verified:
             return
-        if not await self._mailer.enqueue(
-            conn, "verify_email", user.email, {"token": token.token}, dedup_key=dedup
-        ):
-            return  # handled before
-        await store_token(
+        await self._send_link(
             conn,
-            user_id=user.id,
+            user,
             purpose="verify_email",
+            context={"token": token.token},
             token=token,
-            email=user.email,
-            now=now,
             ttl=self._config.verify_ttl,
-        )
-        await self._audit.record(
-            conn,
-            AuditEvent(
-                Action.EMAIL_VERIFICATION_SENT,
-                actor=Actor(user.id),
-                entity_type="user",
-                entity_id=user.id,
-            ),
-            info,
+            action=Action.EMAIL_VERIFICATION_SENT,
+            dedup=dedup,
+            now=now,
+            info=info,
         )
 
     async def _reset(
@@ -190,27 +180,43 @@ class AccountMailHandler:
             )
             return
         minutes = int(self._config.reset_ttl.total_seconds() // 60)
-        context = {"token": token.token, "expires_minutes": minutes}
-        if not await self._mailer.enqueue(
-            conn, "password_reset", user.email, context, dedup_key=dedup
-        ):
+        await self._send_link(
+            conn,
+            user,
+            purpose="password_reset",
+            context={"token": token.token, "expires_minutes": minutes},
+            token=token,
+            ttl=self._config.reset_ttl,
+            action=Action.PASSWORD_RESET_REQUESTED,
+            dedup=dedup,
+            now=now,
+            info=info,
+        )
+
+    async def _send_link(
+        self,
+        conn: AsyncConnection,
+        user: UserRecord,
+        *,
+        purpose: Purpose,
+        context: dict[str, Any],
+        token: IssuedEmailToken,
+        ttl: timedelta,
+        action: Action,
+        dedup: str,
+        now: datetime,
+        info: RequestInfo,
+    ) -> None:
+        """Queue the ``purpose`` email (its template has the same name) with its link's
+        token, store the token's hash and audit ``action`` — once per intent: a redelivered
+        intent finds its email already queued (``dedup``) and does nothing."""
+        if not await self._mailer.enqueue(conn, purpose, user.email, context, dedup_key=dedup):
             return
         await store_token(
-            conn,
-            user_id=user.id,
-            purpose="password_reset",
-            token=token,
-            email=user.email,
-            now=now,
-            ttl=self._config.reset_ttl,
+            conn, user_id=user.id, purpose=purpose, token=token, email=user.email, now=now, ttl=ttl
         )
         await self._audit.record(
             conn,
-            AuditEvent(
-                Action.PASSWORD_RESET_REQUESTED,
-                actor=Actor(user.id),
-                entity_type="user",
-                entity_id=user.id,
-            ),
+            AuditEvent(action, actor=Actor(user.id), entity_type="user", entity_id=user.id),
             info,
         )
