@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
-.PHONY: run test test-fast lint typecheck install lock clean audit sbom bench bench-spray bench-outbox fuzz
+.PHONY: run test test-fast lint typecheck install lock clean audit sbom bench bench-spray bench-outbox bench-webhooks bench-mfa fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -83,6 +83,21 @@ OUTBOX_ARGS ?= --messages 1000 --seconds 5 --rounds 3
 bench-outbox: install
 	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk"; exit 1; }
 	$(BIN)/python bench/outbox.py $(OUTBOX_ARGS)
+
+# Login with TOTP against password-only login, and the step-up check on a sensitive route
+# against a plain one (bench/README.md). About 1½ minutes.
+MFA_ARGS ?= --seconds 4 --rounds 3
+bench-mfa: install
+	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk"; exit 1; }
+	$(BIN)/python bench/mfa.py $(MFA_ARGS)
+
+# Webhook delivery (1 and 4 `authkeep worker`) to a local receiver, and what writing events
+# adds to an audited change, in the database and over HTTP; PostgreSQL (bench/README.md).
+# About 5 minutes.
+WEBHOOKS_ARGS ?= --events 1000 --writes 2000 --seconds 5 --rounds 3
+bench-webhooks: install
+	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk"; exit 1; }
+	$(BIN)/python bench/webhooks.py $(WEBHOOKS_ARGS)
 
 # The deep API fuzzing run (the test suite has a bounded in-process one): schemathesis
 # against a live `authkeep serve` on SQLite, every check, --mode all, authenticated

@@ -240,6 +240,7 @@ GENEROUS_LIMITS: dict[str, Any] = {
     "password_strength_rate_limit": "100000/minute",
     "mail_recipient_rate_limit": "100000/minute",
     "mail_ip_rate_limit": "100000/minute",
+    "mfa_rate_limit": "100000/minute",
     # No challenge after failed logins (tests/http/test_login_challenge.py sets its own).
     "challenge_after_failures": 0,
 }

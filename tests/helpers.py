@@ -81,6 +81,7 @@ async def user_json(app: FastAPI, email: str) -> dict[str, Any]:
         "is_active": user.is_active,
         "created_at": user.created_at.isoformat().replace("+00:00", "Z"),
         "email_verified": user.email_verified,
+        "mfa_enabled": user.mfa_enabled,
     }
 
 

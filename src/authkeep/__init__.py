@@ -10,6 +10,7 @@ from authkeep.db.users import UserRecord
 from authkeep.errors import (
     AuthkeepError,
     Conflict,
+    ConsentRequired,
     DependencyUnavailable,
     InvalidCredentials,
     InvalidToken,
@@ -18,8 +19,11 @@ from authkeep.errors import (
     PermissionDenied,
     PolicyViolation,
     RateLimited,
+    SecondFactorRequired,
     StepUpRequired,
     TokenReused,
+    WebhookRejected,
+    WebhookReplayed,
 )
 from authkeep.http.app import Authkeep, create_app
 from authkeep.http.authz import (
@@ -31,6 +35,7 @@ from authkeep.http.authz import (
     current_caller,
     require_role,
 )
+from authkeep.http.consent import require_consent
 from authkeep.http.deps import (
     CurrentPrincipal,
     CurrentUser,
@@ -41,6 +46,7 @@ from authkeep.http.deps import (
     require_recent_auth,
 )
 from authkeep.http.docs import install_docs
+from authkeep.http.incoming_webhooks import IncomingWebhook, incoming_webhook
 from authkeep.http.uploads import CheckedUpload, UploadCheck
 from authkeep.security.permissions import Role
 from authkeep.services.authn import ApiKeyIdentity, Principal
@@ -53,10 +59,12 @@ __all__ = [
     "AuthkeepError",
     "CheckedUpload",
     "Conflict",
+    "ConsentRequired",
     "CurrentCaller",
     "CurrentPrincipal",
     "CurrentUser",
     "DependencyUnavailable",
+    "IncomingWebhook",
     "InvalidCredentials",
     "InvalidToken",
     "NotFound",
@@ -71,6 +79,7 @@ __all__ = [
     "RateLimited",
     "RecentPrincipal",
     "Role",
+    "SecondFactorRequired",
     "Settings",
     "StepUpRequired",
     "TenantDB",
@@ -78,15 +87,19 @@ __all__ = [
     "TokenReused",
     "UploadCheck",
     "UserRecord",
+    "WebhookRejected",
+    "WebhookReplayed",
     "create_app",
     "current_caller",
     "current_principal",
     "current_user",
     "disable_tenancy",
     "enable_tenancy",
+    "incoming_webhook",
     "install_docs",
     "migrate_database",
     "require_aal2",
+    "require_consent",
     "require_recent_auth",
     "require_role",
     "run_migrations",

@@ -24,6 +24,7 @@ from authkeep.security.audit_signing import (
 )
 from authkeep.services import audit_admin, audit_checkpoints
 from authkeep.settings import Settings
+from authkeep.tls import TLSError
 
 audit_app = typer.Typer(
     help="The audit log: verify its chains, sign checkpoints, export it, purge old rows."
@@ -38,7 +39,12 @@ def _settings() -> Settings:
 
 
 def _run_async(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    return asyncio.run(make())
+    try:
+        return asyncio.run(make())
+    except TLSError as exc:
+        # A wrong CA, host name or a server without TLS: one line naming the setting.
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _when(value: str | None, option: str) -> datetime | None:
@@ -77,7 +83,7 @@ def verify(
     found = _read_checkpoints(checkpoints, keys) if checkpoints is not None else None
 
     async def run() -> tuple[audit_admin.Verification, list[str]]:
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, tls=settings.database_tls)
         try:
             result = await audit_admin.verify(db)
             contradictions: list[str] = []
@@ -177,7 +183,7 @@ def checkpoint(
         previous = audit_checkpoints.latest_by_chain(found.checkpoints)
 
     async def run() -> audit_checkpoints.CheckpointRun:
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, tls=settings.database_tls)
         try:
             return await audit_checkpoints.take(
                 db,
@@ -264,7 +270,7 @@ def export(
     )
 
     async def run() -> int:
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, tls=settings.database_tls)
         count = 0
         try:
             async for row in audit_admin.export(db, where):
@@ -298,7 +304,7 @@ def purge() -> None:
         url = settings.database_url
 
     async def run() -> audit_admin.PurgeReport:
-        db = Database(url)
+        db = Database(url, tls=settings.audit_purge_database_tls)
         try:
             return await audit_admin.purge(db, retention_days=settings.audit_retention_days)
         finally:

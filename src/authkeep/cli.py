@@ -27,6 +27,7 @@ from authkeep.security.data_keys import new_data_key_entry
 from authkeep.security.emails import email_key_of
 from authkeep.security.keys import KeyConfigError, generate_key
 from authkeep.settings import InspectedSettings, Settings, find_problems
+from authkeep.tls import TLSError
 
 app = typer.Typer(help="authkeep: authentication and authorization for FastAPI backends.")
 keys_app = typer.Typer(help="Keys: token signing key pairs (EdDSA/RS256) and data keys.")
@@ -71,7 +72,12 @@ def _root(
 
 
 def _run(make: Callable[[], Awaitable[T]]) -> T:
-    return asyncio.run(make())  # type: ignore[arg-type]
+    try:
+        return asyncio.run(make())  # type: ignore[arg-type]
+    except TLSError as exc:
+        # A wrong CA, host name or a server without TLS (serve and migrate meet it first):
+        # one line naming the setting to fix, not a traceback.
+        raise _fail(str(exc)) from None
 
 
 async def _migrate(settings: Settings) -> None:
@@ -313,10 +319,15 @@ async def _deliver_outbox(settings: Settings) -> None:
     from authkeep.db.engine import Database
     from authkeep.logging import configure_logging
     from authkeep.services.delivery import build_delivery
+    from authkeep.wiring import build_data_box, build_secret_ring
 
     configure_logging(settings.log_level, settings.log_format)
-    db = Database(settings.database_url, pool_size=settings.database_pool_size)
-    delivery = build_delivery(settings, db)
+    db = Database(
+        settings.database_url, pool_size=settings.database_pool_size, tls=settings.database_tls
+    )
+    # The data keys open the webhook signing secrets: without them no webhook is sent.
+    data_box = build_data_box(settings, build_secret_ring(settings))
+    delivery = build_delivery(settings, db, data_box=data_box)
     loop = asyncio.get_running_loop()
     stops = (signal.SIGTERM, signal.SIGINT)
     for stop in stops:
@@ -326,6 +337,7 @@ async def _deliver_outbox(settings: Settings) -> None:
     finally:
         for stop in stops:
             loop.remove_signal_handler(stop)
+        await delivery.close()
         await db.close()
 
 

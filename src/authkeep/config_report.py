@@ -15,7 +15,7 @@ import re
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import SecretStr, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_settings import SettingsError
 
 from authkeep.settings import Environment, Problem, Settings
@@ -73,6 +73,14 @@ def show(name: str, value: object) -> str:
         return json.dumps([show(name, item) for item in value])
     if isinstance(value, Path | timedelta):
         return str(value)
+    if isinstance(value, dict):
+        # A JSON object setting (AUTHKEEP_CONSENT_PURPOSES), printed as it would be written.
+        return json.dumps(
+            {
+                key: item.model_dump() if isinstance(item, BaseModel) else item
+                for key, item in value.items()
+            }
+        )
     text = str(value)
     if _SECRET_NAME.search(name):
         return f"set ({len(text)} characters, hidden)"

@@ -4,16 +4,22 @@
 
     AuthkeepError
     ├── InvalidCredentials        wrong email/password, unknown, inactive or deleted user
+    │   └── InvalidCode           a wrong, replayed or malformed second-factor code (401)
     ├── InvalidToken              bad, expired, revoked or wrongly typed token
     │   └── TokenReused           a spent refresh token came back: the family is revoked
     ├── StepUpRequired            a valid token, but its sign-in is too old or too weak (401)
     ├── PermissionDenied          a known user lacks the right
+    ├── ConsentRequired           a consent purpose not granted at its current version (403)
+    ├── SecondFactorRequired      the organization requires MFA the user has not enrolled (403)
     ├── NotFound                  absent, or in another tenant (never says which)
     ├── Conflict                  e.g. the email is already registered
+    │   └── WebhookReplayed       an incoming webhook's id was accepted already (409)
     ├── PolicyViolation           a value breaks a rule (password policy, last admin)
     ├── InvitationUnusable        accepted, declined, revoked or expired invitation (400)
     ├── EmailTokenUnusable        a bad, used, expired or voided link from an email (400)
     ├── EmailNotVerified          right password, but the address is not proven yet (403)
+    ├── PasskeyRejected           a passkey enrolment response that does not verify (400)
+    ├── WebhookRejected           an incoming webhook whose signature or time fails (400)
     ├── ChallengeRequired         failed logins: a solved challenge is required (401)
     ├── RateLimited               too many attempts; carries retry_after
     ├── Overloaded                a bounded resource is full (hashing queue)
@@ -41,6 +47,13 @@ class InvalidCredentials(AuthkeepError):
     """Login failed; deliberately silent about why."""
 
     detail = "Incorrect email or password"
+
+
+class InvalidCode(InvalidCredentials):
+    """A second-factor code (TOTP, recovery code) was wrong, already used, too old or not a
+    code at all; which one is never said."""
+
+    detail = "Invalid code"
 
 
 class InvalidToken(AuthkeepError):
@@ -87,6 +100,33 @@ class PermissionDenied(AuthkeepError):
         self.org_id = org_id
 
 
+class ConsentRequired(AuthkeepError):
+    """The user has not granted ``purpose`` at its current ``version`` (never, withdrawn, or
+    an older version): :func:`authkeep.require_consent` refuses the route until they do.
+    Not a :class:`PermissionDenied`: it is the user's own pending decision, not a refusal
+    worth an audit row on every request."""
+
+    def __init__(self, purpose: str, version: str) -> None:
+        super().__init__(
+            f"Consent required: {purpose!r} version {version!r} is not granted; grant it with "
+            f"PUT /api/v1/auth/me/consents/{purpose}"
+        )
+        self.purpose = purpose
+        self.version = version
+
+
+class SecondFactorRequired(AuthkeepError):
+    """The organization requires two-factor authentication (``require_mfa``) and the user
+    (for an API key: its creator) has no second factor: refused until they enrol one. Not a
+    :class:`PermissionDenied`: it is the member's own pending enrolment, met on every request
+    of theirs until then, not a refusal worth an audit row each time."""
+
+    detail = (
+        "This organization requires two-factor authentication; enrol a second factor at "
+        "/api/v1/auth/mfa/totp/setup"
+    )
+
+
 class NotFound(AuthkeepError):
     """The resource does not exist for this caller."""
 
@@ -124,6 +164,14 @@ class EmailNotVerified(AuthkeepError):
     ``AUTHKEEP_EMAIL_VERIFICATION=required``."""
 
     detail = "Email not verified"
+
+
+class PasskeyRejected(AuthkeepError):
+    """A WebAuthn response could not be used: malformed, for an unknown, used or expired
+    challenge, or failing verification; ``detail`` says which (never a secret). A failed
+    passkey *sign-in* is :class:`InvalidCredentials` instead, the same for every cause."""
+
+    detail = "The passkey response could not be verified"
 
 
 class ChallengeRequired(AuthkeepError):
@@ -169,3 +217,16 @@ class DependencyUnavailable(AuthkeepError):
 
     detail = "Service temporarily unavailable"
     retry_after = 2
+
+
+class WebhookRejected(AuthkeepError):
+    """An incoming webhook failed verification: signature, timestamp or id (400). The
+    detail names the failed check, never a value from the request."""
+
+    detail = "Webhook verification failed"
+
+
+class WebhookReplayed(Conflict):
+    """An incoming webhook's id was accepted before, within the tolerance (409)."""
+
+    detail = "Webhook already received"

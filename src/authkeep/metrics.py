@@ -36,10 +36,15 @@ __all__ = [
     "HTTP_LATENCY",
     "HTTP_REQUESTS",
     "LOGINS",
+    "MFA_VERIFICATIONS",
     "OUTBOX_MESSAGES",
+    "PASSKEY_CEREMONIES",
     "RATE_LIMITED",
     "RATE_LIMIT_STORAGE_ERRORS",
     "REFRESH_REUSE",
+    "STEP_UPS",
+    "STEP_UP_REQUIRED",
+    "WEBHOOK_DELIVERIES",
     "observe_request",
     "render",
 ]
@@ -70,6 +75,12 @@ LOGINS = Counter(
     "Password logins by outcome (success or failure).",
     ["outcome"],
 )
+MFA_VERIFICATIONS = Counter(
+    "authkeep_mfa_verifications_total",
+    "Second-factor checks by method (totp, recovery_code, webauthn) and outcome (success, "
+    "failure): login, enrolment and step-up alike.",
+    ["method", "outcome"],
+)
 REFRESH_REUSE = Counter(
     "authkeep_refresh_reuse_detected_total",
     "Spent refresh tokens presented again (possible theft); each revoked its session.",
@@ -94,6 +105,32 @@ OUTBOX_MESSAGES = Counter(
     "Outbox messages by kind (email, webhook) and event: queued (committed), sent, failed "
     "(an attempt failed; it will be retried) and dead (given up after the last attempt).",
     ["kind", "event"],
+)
+WEBHOOK_DELIVERIES = Counter(
+    "authkeep_webhook_deliveries_total",
+    "Webhook delivery attempts by outcome: success (2xx), http_error (another status), gone "
+    "(410: the endpoint is disabled), timeout, refused (the address is not allowed), "
+    "connection_error, cancelled (the endpoint was disabled meanwhile).",
+    ["outcome"],
+)
+PASSKEY_CEREMONIES = Counter(
+    "authkeep_passkey_ceremonies_total",
+    "Passkey (WebAuthn) ceremonies by ceremony (register, login: usernameless sign-in, mfa: "
+    "the second step of a password login) and outcome (success, failure, counter_regression: "
+    "a device-bound key's counter did not increase, a sign of a cloned authenticator).",
+    ["ceremony", "outcome"],
+)
+
+STEP_UP_REQUIRED = Counter(
+    "authkeep_step_up_required_total",
+    "Requests to a sensitive route refused with 401 insufficient_user_authentication (RFC "
+    "9470), by what the sign-in lacked: max_age (too old) or acr (no second factor).",
+    ["reason"],
+)
+STEP_UPS = Counter(
+    "authkeep_step_ups_total",
+    "Step-ups (POST /api/v1/auth/step-up) by method (pwd, otp) and outcome (success, failure).",
+    ["method", "outcome"],
 )
 
 # (method, route, status) -> (counter child, histogram child): labels() takes a lock and

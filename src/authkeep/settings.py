@@ -17,11 +17,25 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
+from urllib.parse import urlsplit
 
 import limits
 from limits import RateLimitItem
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StrictBool,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from authkeep import tls
+from authkeep.tls import DatabaseTLS, SSLMode
 
 Environment = Literal["development", "test", "production"]
 
@@ -100,6 +114,78 @@ TextList = Annotated[list[str], NoDecode]
 # The async drivers authkeep runs on; a bare dialect means its driver here.
 DATABASE_DRIVERS = {"postgresql": "asyncpg", "postgres": "asyncpg", "sqlite": "aiosqlite"}
 _URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9]*)(?:\+([A-Za-z0-9_]+))?://")
+
+
+CONSENT_PURPOSE_NAME = re.compile(r"[a-z0-9_-]{1,32}")
+"""A consent purpose's name (``AUTHKEEP_CONSENT_PURPOSES`` keys, the URL's ``{purpose}``)."""
+CONSENT_VERSION = re.compile(r"[!-~](?:[ -~]{0,30}[!-~])?")
+"""A purpose's version: 1-32 printable ASCII characters, no space at either end."""
+MAX_CONSENT_PURPOSES = 32
+
+
+class ConsentPurpose(BaseModel):
+    """One entry of ``AUTHKEEP_CONSENT_PURPOSES``: the purpose's current version (the text
+    users agree to) and whether sign-up needs it (docs/privacy.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: str
+    required: StrictBool = False
+
+    @field_validator("version")
+    @classmethod
+    def _short_text(cls, value: str) -> str:
+        if not CONSENT_VERSION.fullmatch(value):
+            raise ValueError(
+                "a consent version is 1 to 32 printable ASCII characters without a space at "
+                'either end, e.g. "2026-11" or "v3"'
+            )
+        return value
+
+
+def parse_consent_purposes(value: object) -> dict[str, ConsentPurpose]:
+    """``AUTHKEEP_CONSENT_PURPOSES``: a JSON object (or a mapping), purpose name -> ``{"version":
+    ..., "required": ...}``; empty text is no purpose. ValueError naming the setting and the
+    purpose otherwise."""
+    name = "AUTHKEEP_CONSENT_PURPOSES"
+    parsed: object = value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            parsed = json.loads(text) if text else {}
+        except ValueError:
+            parsed = None
+    if not isinstance(parsed, dict):
+        raise ValueError(
+            f"{name} is not a JSON object; write it as "
+            '{"terms": {"version": "2026-11", "required": true}, "marketing": {"version": "1"}}'
+        )
+    if len(parsed) > MAX_CONSENT_PURPOSES:
+        raise ValueError(f"{name} names {len(parsed)} purposes; at most {MAX_CONSENT_PURPOSES}")
+    purposes: dict[str, ConsentPurpose] = {}
+    for purpose, entry in parsed.items():
+        # Names appear in URLs (PUT /auth/me/consents/{purpose}) and audit rows: plain ones.
+        if not isinstance(purpose, str) or not CONSENT_PURPOSE_NAME.fullmatch(purpose):
+            raise ValueError(
+                f"{name}: purpose names are 1 to 32 characters of a-z, 0-9, '_' and '-'; "
+                f"{str(purpose)[:40]!r} is not one"
+            )
+        if isinstance(entry, ConsentPurpose):
+            purposes[purpose] = entry
+            continue
+        try:
+            purposes[purpose] = ConsentPurpose.model_validate(entry)
+        except ValidationError as exc:
+            reasons = "; ".join(
+                ("".join(f"{part}: " for part in error["loc"]))
+                + str(error["msg"]).removeprefix("Value error, ")
+                for error in exc.errors()
+            )
+            raise ValueError(
+                f"{name}: purpose {purpose!r} must be an object such as "
+                f'{{"version": "2026-11", "required": true}} ({reasons})'
+            ) from None
+    return purposes
 
 
 def parse_text_list(value: str, name: str) -> list[str]:
@@ -220,6 +306,11 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(default=10, ge=1, le=200)
     redis_url: SecretStr | None = None
     redis_prefix: str = "authkeep:"
+    # TLS to PostgreSQL and Redis (docs/deployment.md, authkeep.tls). No mode: the URL's own
+    # choice. The CA files are PEM bundles; Redis takes TLS from a rediss:// URL.
+    database_ssl_mode: SSLMode | None = None
+    database_ssl_ca_file: Path | None = None
+    redis_ssl_ca_file: Path | None = None
 
     access_token_expire_minutes: int = Field(default=30, ge=1, le=24 * 60)
     # The absolute session lifetime: no refresh carries a session past it.
@@ -231,6 +322,14 @@ class Settings(BaseSettings):
     refresh_reuse_interval_seconds: int = Field(default=10, ge=0, le=300)
     # How recent a sign-in (or step-up) a sensitive route needs (docs/mfa.md).
     step_up_max_age_seconds: int = Field(default=600, ge=10, le=24 * 3600)
+    # Passkeys (docs/passkeys.md). The relying party id is the site's domain (unset: the host
+    # of AUTHKEEP_PUBLIC_URL, else localhost); its name is what authenticators show (unset:
+    # AUTHKEEP_PRODUCT_NAME); the origins are where ceremonies may run (unset: the public
+    # URL, else http://localhost:8000); a ceremony's challenge lives this long.
+    webauthn_rp_id: str | None = Field(default=None, max_length=253)
+    webauthn_rp_name: str | None = Field(default=None, min_length=1, max_length=100)
+    webauthn_origins: TextList = Field(default_factory=list)
+    webauthn_challenge_expire_seconds: int = Field(default=300, ge=30, le=3600)
     jwt_issuer: str = "authkeep"
     jwt_audience: str = "authkeep"
     jwt_leeway_seconds: int = Field(default=10, ge=0, le=300)
@@ -267,12 +366,18 @@ class Settings(BaseSettings):
     # per client IP (over it: 429). Counted alike for existing and unknown addresses.
     mail_recipient_rate_limit: str = "5 per hour"
     mail_ip_rate_limit: str = "20 per hour"
+    # Second-factor code checks (MFA verify at login, TOTP confirm, step-up with a code),
+    # counted per user AND per client IP (docs/mfa.md).
+    mfa_rate_limit: str = "5 per minute"
 
     # Accounts by email (docs/email.md). None: required in production, optional elsewhere.
     email_verification: Literal["required", "optional", "off"] | None = None
     email_verification_expire_hours: int = Field(default=48, ge=1, le=14 * 24)
     password_reset_expire_minutes: int = Field(default=60, ge=5, le=24 * 60)
     email_change_expire_hours: int = Field(default=24, ge=1, le=7 * 24)
+    # Consents (docs/privacy.md): purpose name -> its current version and whether sign-up
+    # needs it, as a JSON object. Empty: no purpose, register needs no consent.
+    consent_purposes: Annotated[dict[str, ConsentPurpose], NoDecode] = Field(default_factory=dict)
 
     # List settings: a JSON list or comma-separated text (see _text_list).
     allowed_origins: TextList = Field(default_factory=list)
@@ -294,12 +399,17 @@ class Settings(BaseSettings):
     # Database roles (PostgreSQL): the app connects with database_url as a restricted role;
     # migrations run as the schema owner and grant that role what it needs.
     migration_database_url: str | None = None
+    # Unset: as AUTHKEEP_DATABASE_SSL_MODE / _SSL_CA_FILE (the same server, as a rule).
+    migration_database_ssl_mode: SSLMode | None = None
+    migration_database_ssl_ca_file: Path | None = None
     database_app_role: str | None = None
 
     audit_enabled: bool = True
     audit_retention_days: int = Field(default=730, ge=1)
     audit_purge_role: str = "authkeep_audit_purger"
     audit_purge_database_url: str | None = None
+    audit_purge_database_ssl_mode: SSLMode | None = None
+    audit_purge_database_ssl_ca_file: Path | None = None
     # Signed checkpoints of the audit chains (docs/audit.md): an Ed25519 private key as
     # base64url of its 32 bytes; development generates one into the key file.
     audit_checkpoint_key: SecretStr | None = None
@@ -336,6 +446,22 @@ class Settings(BaseSettings):
     outbox_poll_seconds: float = Field(default=1.0, gt=0, le=300)
     outbox_backoff_base_seconds: float = Field(default=5.0, ge=0, le=3600)
     outbox_backoff_max_seconds: float = Field(default=3600.0, ge=0, le=7 * 24 * 3600)
+    # Webhooks (docs/webhooks.md). false: no event is written (endpoints can still be managed).
+    webhooks_enabled: bool = True
+    # CIDRs webhook deliveries may reach although they are not public (loopback, private,
+    # link-local...): local development and tests. Empty: public addresses only.
+    webhook_allowed_networks: TextList = Field(default_factory=list)
+    webhook_timeout_seconds: float = Field(default=15.0, gt=0, le=60)
+    # Seconds between attempts after the first (Standard Webhooks: 5 s, 5 min, 30 min, 2 h,
+    # 5 h, 10 h, 10 h); a JSON list or comma-separated numbers.
+    webhook_retry_schedule: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
+    )
+    # Failed attempts in a row (any delivery) that disable an endpoint; 0: never.
+    webhook_failure_limit: int = Field(default=50, ge=0, le=100_000)
+    # How long the previous signing secret keeps signing after a rotation (0: not at all).
+    webhook_secret_rotation_hours: int = Field(default=24, ge=0, le=24 * 30)
+    webhook_max_endpoints: int = Field(default=20, ge=1, le=1000)
 
     @field_validator(
         "login_rate_limit",
@@ -346,6 +472,7 @@ class Settings(BaseSettings):
         "password_strength_rate_limit",
         "mail_recipient_rate_limit",
         "mail_ip_rate_limit",
+        "mfa_rate_limit",
     )
     @classmethod
     def _one_limit(cls, value: str, info: ValidationInfo) -> str:
@@ -360,6 +487,8 @@ class Settings(BaseSettings):
         "audit_checkpoint_public_keys",
         "metrics_allowed_ips",
         "admin_allowed_ips",
+        "webauthn_origins",
+        "webhook_allowed_networks",
         mode="before",
     )
     @classmethod
@@ -404,6 +533,39 @@ class Settings(BaseSettings):
                 raise ValueError(
                     "AUTHKEEP_TRUSTED_PROXIES must list IP addresses or CIDR networks"
                 ) from None
+        return value
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _webhook_networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    "AUTHKEEP_WEBHOOK_ALLOWED_NETWORKS must list IP addresses or CIDR networks"
+                ) from None
+        return value
+
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def _retry_schedule(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = parse_text_list(value, "AUTHKEEP_WEBHOOK_RETRY_SCHEDULE")
+        if isinstance(value, list):
+            try:
+                delays = [float(item) for item in value]
+            except (TypeError, ValueError):
+                raise ValueError(
+                    "AUTHKEEP_WEBHOOK_RETRY_SCHEDULE must list seconds, e.g. 5,300,1800"
+                ) from None
+            if not 1 <= len(delays) <= 50 or any(
+                not 0 <= delay <= 7 * 24 * 3600 for delay in delays
+            ):
+                raise ValueError(
+                    "AUTHKEEP_WEBHOOK_RETRY_SCHEDULE needs 1 to 50 delays of 0 to 604800 s"
+                )
+            return delays
         return value
 
     @field_validator("admin_allowed_ips")
@@ -467,6 +629,23 @@ class Settings(BaseSettings):
             )
         return value.rstrip("/")
 
+    @field_validator("webauthn_rp_id")
+    @classmethod
+    def _rp_id_is_a_domain(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return webauthn_rp_id(value)
+
+    @field_validator("webauthn_origins")
+    @classmethod
+    def _origins_are_origins(cls, value: list[str]) -> list[str]:
+        return [webauthn_origin(item) for item in value]
+
+    @field_validator("consent_purposes", mode="before")
+    @classmethod
+    def _consent_purposes(cls, value: object) -> object:
+        return parse_consent_purposes(value)
+
     @field_validator("session_idle_timeout", mode="before")
     @classmethod
     def _idle_timeout_seconds(cls, value: object) -> object:
@@ -492,6 +671,19 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _default_webauthn(self) -> Settings:
+        # Resolved here (check-config prints what is in force) and before the problems are
+        # judged. Unset, passkeys live where users open the site: AUTHKEEP_PUBLIC_URL.
+        site = urlsplit(self.link_base)
+        if self.webauthn_rp_id is None:
+            self.webauthn_rp_id = site.hostname or "localhost"
+        if self.webauthn_rp_name is None:
+            self.webauthn_rp_name = self.product_name
+        if "webauthn_origins" not in self.model_fields_set:
+            self.webauthn_origins = [webauthn_origin(f"{site.scheme}://{site.netloc}")]
+        return self
+
+    @model_validator(mode="after")
     def _refuse_unsafe(self) -> Settings:
         if not type(self).enforce:
             return self
@@ -514,6 +706,38 @@ class Settings(BaseSettings):
     def migrations_url(self) -> str:
         """Where migrations run: the owner role's URL, else the app's own."""
         return self.migration_database_url or self.database_url
+
+    @property
+    def database_tls(self) -> DatabaseTLS:
+        """TLS of the app's database connections (``AUTHKEEP_DATABASE_SSL_*``)."""
+        return DatabaseTLS(self.database_ssl_mode, self.database_ssl_ca_file)
+
+    @property
+    def migration_database_tls(self) -> DatabaseTLS:
+        """TLS of the migrations' connection: ``AUTHKEEP_MIGRATION_DATABASE_SSL_*``, each
+        defaulting to the app's."""
+        return self._connection_tls("migration_database")
+
+    @property
+    def audit_purge_database_tls(self) -> DatabaseTLS:
+        """TLS of ``authkeep audit purge``'s connection: ``AUTHKEEP_AUDIT_PURGE_DATABASE_
+        SSL_*``, each defaulting to the app's."""
+        return self._connection_tls("audit_purge_database")
+
+    def _connection_tls(self, prefix: str) -> DatabaseTLS:
+        mode: SSLMode | None = getattr(self, f"{prefix}_ssl_mode")
+        ca_file: Path | None = getattr(self, f"{prefix}_ssl_ca_file")
+        own = f"AUTHKEEP_{prefix.upper()}"
+        url_set = getattr(self, f"{prefix}_url") is not None
+        return DatabaseTLS(
+            mode if mode is not None else self.database_ssl_mode,
+            ca_file if ca_file is not None else self.database_ssl_ca_file,
+            mode_setting=f"{own}_SSL_MODE" if mode is not None else "AUTHKEEP_DATABASE_SSL_MODE",
+            ca_setting=(
+                f"{own}_SSL_CA_FILE" if ca_file is not None else "AUTHKEEP_DATABASE_SSL_CA_FILE"
+            ),
+            url_setting=f"{own}_URL" if url_set else "AUTHKEEP_DATABASE_URL",
+        )
 
     @property
     def verification_mode(self) -> Literal["required", "optional", "off"]:
@@ -565,6 +789,7 @@ def find_problems(settings: Settings) -> list[Problem]:
     problems.extend(_data_key_problems(settings))
     problems.extend(_idle_timeout_problems(settings))
     problems.extend(_challenge_problems(settings))
+    problems.extend(_webauthn_problems(settings))
     if any(origin.strip() == "*" for origin in settings.allowed_origins):
         problems.append(
             Problem(
@@ -687,6 +912,43 @@ def find_problems(settings: Settings) -> list[Problem]:
             )
         )
     problems += _mail_problems(settings)
+    problems += _tls_problems(settings)
+    problems += _webhook_problems(settings)
+    return problems
+
+
+def _webhook_problems(settings: Settings) -> list[Problem]:
+    """Webhook settings that open a way into the network or cut deliveries short."""
+    problems: list[Problem] = []
+    if settings.is_production and settings.webhook_allowed_networks:
+        problems.append(
+            Problem(
+                "AUTHKEEP_WEBHOOK_ALLOWED_NETWORKS",
+                "AUTHKEEP_WEBHOOK_ALLOWED_NETWORKS lets webhook endpoints reach non-public "
+                "networks: any organization admin could make authkeep post into them; "
+                "leave it empty in production unless every admin is trusted",
+                "warning",
+            )
+        )
+    if settings.webhook_timeout_seconds >= settings.outbox_lease_seconds / 2:
+        problems.append(
+            Problem(
+                "AUTHKEEP_WEBHOOK_TIMEOUT_SECONDS",
+                "AUTHKEEP_WEBHOOK_TIMEOUT_SECONDS is not below half of "
+                "AUTHKEEP_OUTBOX_LEASE_SECONDS: the worker cuts every send off at half the "
+                "lease, so a slow endpoint times out earlier than configured",
+                "warning",
+            )
+        )
+    if len(settings.webhook_retry_schedule) + 1 > settings.outbox_max_attempts:
+        problems.append(
+            Problem(
+                "AUTHKEEP_WEBHOOK_RETRY_SCHEDULE",
+                "AUTHKEEP_WEBHOOK_RETRY_SCHEDULE has more attempts than "
+                "AUTHKEEP_OUTBOX_MAX_ATTEMPTS allows: the last ones never happen",
+                "warning",
+            )
+        )
     return problems
 
 
@@ -738,6 +1000,145 @@ def _mail_problems(settings: Settings) -> list[Problem]:
             )
         )
     return problems
+
+
+def _tls_problems(settings: Settings) -> list[Problem]:
+    """TLS to PostgreSQL and Redis (authkeep.tls, docs/deployment.md)."""
+    problems: list[Problem] = []
+    ca_files = [
+        ("database_ssl_ca_file", settings.database_ssl_ca_file),
+        ("migration_database_ssl_ca_file", settings.migration_database_ssl_ca_file),
+        ("audit_purge_database_ssl_ca_file", settings.audit_purge_database_ssl_ca_file),
+        ("redis_ssl_ca_file", settings.redis_ssl_ca_file),
+    ]
+    for field, path in ca_files:
+        problem = tls.ca_file_problem(path) if path is not None else None
+        if problem is not None:
+            name = f"AUTHKEEP_{field.upper()}"
+            problems.append(
+                Problem(
+                    name,
+                    f"{name}: {problem}; it must be a readable PEM bundle of the CA "
+                    "certificates that issued the server's certificate",
+                    "refuse",
+                )
+            )
+    connections = [
+        (settings.database_url, settings.database_tls, "database"),
+        (settings.migrations_url, settings.migration_database_tls, "migration_database"),
+        (
+            settings.audit_purge_database_url or settings.database_url,
+            settings.audit_purge_database_tls,
+            "audit_purge_database",
+        ),
+    ]
+    for url, chosen, prefix in connections:
+        problems += _database_tls_problems(settings, url, chosen, prefix)
+    problems += _redis_tls_problems(settings)
+    # One connection's problem is often another's (they inherit): say it once.
+    return list(dict.fromkeys(problems))
+
+
+def _database_tls_problems(
+    settings: Settings, url: str, chosen: DatabaseTLS, prefix: str
+) -> list[Problem]:
+    own = [f"{prefix}_ssl_mode", f"{prefix}_ssl_ca_file"]
+    set_here = [f"AUTHKEEP_{f.upper()}" for f in own if getattr(settings, f) is not None]
+    if url.startswith("sqlite"):
+        if not set_here:
+            return []
+        return [
+            Problem(
+                set_here[0],
+                f"{' and '.join(set_here)} set, but {chosen.url_setting} is SQLite (a local "
+                "file, no connection to encrypt): ignored",
+                "warning",
+            )
+        ]
+    problems: list[Problem] = []
+    if tls.url_has_sslmode(url):
+        problems.append(
+            Problem(
+                chosen.url_setting,
+                f"{chosen.url_setting} carries sslmode=, which the asyncpg driver does not "
+                f"know (every connection would fail); set {chosen.mode_setting} instead",
+                "refuse",
+            )
+        )
+    if chosen.mode is not None and tls.url_ssl(url) is not None:
+        problems.append(
+            Problem(
+                chosen.mode_setting,
+                f"{chosen.mode_setting} overrides the ssl= parameter of {chosen.url_setting}; "
+                "keep one of them",
+                "warning",
+            )
+        )
+    # A CA inherited from the app's setting by a connection whose own mode says otherwise
+    # is simply not used there (that mode is this connection's explicit choice).
+    inherited = chosen.ca_setting != f"AUTHKEEP_{prefix.upper()}_SSL_CA_FILE" and (
+        chosen.mode_setting == f"AUTHKEEP_{prefix.upper()}_SSL_MODE"
+    )
+    if chosen.ca_file is not None and chosen.mode != "verify-full" and not inherited:
+        problems.append(
+            Problem(
+                chosen.ca_setting,
+                f"{chosen.ca_setting} is set but {chosen.mode_setting} is "
+                f"{chosen.mode or 'not set'}: the CA is used with verify-full only, so the "
+                f"server's certificate would go unchecked; set {chosen.mode_setting}="
+                "verify-full",
+                "refuse",
+            )
+        )
+    mode = chosen.mode or tls.url_ssl(url)
+    remote = [host for host in tls.database_hosts(url) if not tls.is_local(host)]
+    if settings.is_production and remote and mode != "verify-full":
+        how = {
+            "disable": "in clear text",
+            "require": "encrypted but unverified (anyone on the path can pose as the server)",
+        }.get(mode or "", "without verified TLS (clear text if the server offers no TLS)")
+        problems.append(
+            Problem(
+                chosen.mode_setting,
+                f"{chosen.url_setting} reaches {remote[0]} {how}: a man in the middle reads "
+                "or rewrites queries, password hashes and rows; set "
+                f"{chosen.mode_setting}=verify-full and {chosen.ca_setting} to the server's CA",
+                "warning",
+            )
+        )
+    return problems
+
+
+def _redis_tls_problems(settings: Settings) -> list[Problem]:
+    url = settings.redis_url.get_secret_value() if settings.redis_url is not None else None
+    if settings.redis_ssl_ca_file is not None and (url is None or not tls.is_rediss(url)):
+        return [
+            Problem(
+                "AUTHKEEP_REDIS_SSL_CA_FILE",
+                "AUTHKEEP_REDIS_SSL_CA_FILE is set but AUTHKEEP_REDIS_URL is not a rediss:// "
+                "URL: Redis would be reached in clear text and the CA never used; write the "
+                "URL as rediss://",
+                "refuse",
+            )
+        ]
+    if url is None or not settings.is_production or tls.is_local(tls.redis_host(url)):
+        return []
+    if tls.redis_verifies(url):
+        return []
+    how = (
+        "over TLS with verification turned off in its query"
+        if tls.is_rediss(url)
+        else "in clear text (redis://)"
+    )
+    return [
+        Problem(
+            "AUTHKEEP_REDIS_URL",
+            f"AUTHKEEP_REDIS_URL reaches {tls.redis_host(url)} {how}: anyone on the path can "
+            "read or forge revocations and rate-limit counters; use rediss:// (certificate "
+            "and host name checked) with AUTHKEEP_REDIS_SSL_CA_FILE for a private CA",
+            "warning",
+        )
+    ]
 
 
 def _previous_secret_problems(settings: Settings) -> list[Problem]:
@@ -833,6 +1234,95 @@ def _challenge_problems(settings: Settings) -> list[Problem]:
                 "production",
             )
         )
+    return problems
+
+
+_DOMAIN = re.compile(
+    r"(?=.{1,253}\Z)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def webauthn_rp_id(value: str) -> str:
+    """``value`` as a WebAuthn relying-party id (a lower-case domain name), or ValueError."""
+    text = value.strip().lower()
+    try:
+        ipaddress.ip_address(text)
+        is_ip = True
+    except ValueError:
+        is_ip = False
+    if is_ip or not _DOMAIN.fullmatch(text):
+        raise ValueError(
+            "AUTHKEEP_WEBAUTHN_RP_ID must be a domain name such as example.com (no scheme, "
+            "port, path or IP address)"
+        )
+    return text
+
+
+def webauthn_origin(value: str) -> str:
+    """``value`` as a browser writes an origin in a ceremony's clientDataJSON (lower case,
+    no default port, no path), or ValueError: a stored origin must compare equal to it."""
+    parts = urlsplit(value.strip().rstrip("/"))
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if (
+        scheme not in _DEFAULT_PORTS
+        or not parts.hostname
+        or port == -1
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or "@" in parts.netloc
+    ):
+        raise ValueError(
+            "AUTHKEEP_WEBAUTHN_ORIGINS must list web origins: scheme, host and optional "
+            'port, e.g. ["https://app.example.com"]'
+        )
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    if port is None or port == _DEFAULT_PORTS[scheme]:
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
+def _webauthn_problems(settings: Settings) -> list[Problem]:
+    """Passkey origins a browser would refuse, or that an attacker on the network could
+    answer from (docs/passkeys.md)."""
+    rp_id = settings.webauthn_rp_id or "localhost"
+    if not settings.webauthn_origins:
+        return [
+            Problem(
+                "AUTHKEEP_WEBAUTHN_ORIGINS",
+                "AUTHKEEP_WEBAUTHN_ORIGINS is empty, so no passkey ceremony can succeed; list "
+                'the origins of your sign-in pages, e.g. ["https://app.example.com"]',
+                "refuse",
+            )
+        ]
+    problems: list[Problem] = []
+    for origin in settings.webauthn_origins:
+        host = urlsplit(origin).hostname or ""
+        if origin.startswith("http://"):
+            problems.append(
+                Problem(
+                    "AUTHKEEP_WEBAUTHN_ORIGINS",
+                    f"AUTHKEEP_WEBAUTHN_ORIGINS lists {origin}: over http:// anyone on the "
+                    "network can rewrite the page that runs the passkey ceremony (and sign "
+                    "in with the victim's passkey); use https:// origins",
+                    "production",
+                )
+            )
+        if host != rp_id and not host.endswith("." + rp_id):
+            problems.append(
+                Problem(
+                    "AUTHKEEP_WEBAUTHN_ORIGINS",
+                    f"AUTHKEEP_WEBAUTHN_ORIGINS lists {origin}, whose host is neither "
+                    f"AUTHKEEP_WEBAUTHN_RP_ID ({rp_id}) nor a subdomain of it: browsers refuse "
+                    "passkey ceremonies there; set the rp id to the site's domain",
+                    "refuse",
+                )
+            )
     return problems
 
 

@@ -9,21 +9,25 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
 from authkeep.db import sessions as session_rows
 from authkeep.db.base import utcnow
 from authkeep.db.engine import Database
+from authkeep.db.users import UserRecord
 from authkeep.security.data_keys import SecretBox
 from authkeep.security.email_tokens import EmailTokenKey
 from authkeep.security.key_ring import SecretRing
 from authkeep.security.keys import KeyRing
 from authkeep.security.passwords import Argon2Params, PasswordHasher
 from authkeep.security.tokens import TokenCodec
+from authkeep.security.webauthn import RelyingParty
 from authkeep.services.accounts import Accounts
 from authkeep.services.api_keys import ApiKeys
 from authkeep.services.audit import AuditLog
@@ -34,19 +38,27 @@ from authkeep.services.challenge import (
     ChallengeGate,
     build_challenge_gate,
 )
+from authkeep.services.consents import ConsentPolicy, Consents
+from authkeep.services.context import RequestInfo
 from authkeep.services.delivery import Delivery, build_delivery
 from authkeep.services.email_flows import EmailFlows, EmailTokens, MailLimits
 from authkeep.services.invitations import Invitations
 from authkeep.services.login_throttle import LoginThrottle
+from authkeep.services.mfa import MfaLimits, MfaLogins, RecoveryCodes, TotpFactors
+from authkeep.services.mfa.login import MFA_TOKEN_KEY_PURPOSE
+from authkeep.services.mfa.passkeys import Passkeys
+from authkeep.services.mfa.recovery import RECOVERY_CODE_KEY_PURPOSE
 from authkeep.services.oauth2 import OAuth2Tokens
 from authkeep.services.orgs import Organizations
 from authkeep.services.platform_admin import PlatformAdmin
 from authkeep.services.rate_limits import RateLimits
 from authkeep.services.revocation import MemoryRevocations, RedisRevocations, RevocationStore
-from authkeep.services.sessions import Sessions
+from authkeep.services.sessions import MfaPending, Sessions
 from authkeep.services.stats import SessionStats
-from authkeep.services.step_up import StepUpPolicy
+from authkeep.services.step_up import StepUp, StepUpPolicy
+from authkeep.services.webhooks import WebhookEndpoints
 from authkeep.settings import Settings, load_or_create_dev_data_key, load_or_create_dev_secret
+from authkeep.tls import TLSError, explain_redis, is_rediss, redis_tls_options
 
 log = structlog.get_logger("authkeep")
 
@@ -86,6 +98,20 @@ class Services:
     """Seals stored secrets (MFA, webhook signing secrets) with the data keys."""
     step_up: StepUpPolicy
     """Sensitive routes: a recent sign-in, with the second factor when the user has one."""
+    step_ups: StepUp
+    """``POST /auth/step-up``: re-authentication (password or TOTP code) inside a session."""
+    totp: TotpFactors
+    """TOTP factors: setup, confirmation, removal, ``verify(user_id, code)``."""
+    recovery_codes: RecoveryCodes
+    """Recovery codes: regenerate; spent in a login's second step."""
+    mfa_logins: MfaLogins
+    """The second step of a login (``mfa_token``), finished by any factor."""
+    passkeys: Passkeys
+    """Passkeys (WebAuthn): enrolment, usernameless sign-in, second step (docs/passkeys.md)."""
+    webhooks: WebhookEndpoints
+    """Webhook endpoints: register, rotate, replay, test (docs/webhooks.md)."""
+    consents: Consents
+    """Consent purposes: grant, withdraw, outstanding, ``require`` (docs/privacy.md)."""
 
 
 def signing_secret(settings: Settings) -> str:
@@ -133,8 +159,10 @@ def build_codec(settings: Settings, keys: KeyRing) -> TokenCodec:
     )
 
 
-def make_redis(url: str) -> Redis:
-    """A Redis client that fails fast: a dead Redis must cost milliseconds, not seconds."""
+def make_redis(url: str, *, ca_file: Path | None = None) -> Redis:
+    """A Redis client that fails fast: a dead Redis must cost milliseconds, not seconds.
+    A ``rediss://`` URL is TLS with the certificate (chained to ``ca_file`` or the system's
+    trust store) and the host name checked."""
     return Redis.from_url(
         url,
         socket_timeout=1.0,
@@ -143,7 +171,35 @@ def make_redis(url: str) -> Redis:
         # the asyncio Retry: the sync one wraps creating the coroutine, not awaiting it.
         retry=Retry(NoBackoff(), 1),
         health_check_interval=15,
+        **redis_tls_options(url, ca_file),
     )
+
+
+async def open_connections(s: Settings) -> tuple[Database, Redis | None]:
+    """The database and Redis clients, each tried once: a TLS failure (wrong CA, wrong host
+    name, a server without TLS) stops the start here as :class:`~authkeep.tls.TLSError`, one
+    line naming the setting, rather than at the first request. Redis that is merely down
+    does not stop the start (its failure policy applies per request, docs/faults.md)."""
+    db = Database(s.database_url, pool_size=s.database_pool_size, tls=s.database_tls)
+    url = s.redis_url.get_secret_value() if s.redis_url else None
+    redis = make_redis(url, ca_file=s.redis_ssl_ca_file) if url else None
+    try:
+        await db.ping()
+        if redis is not None and url is not None and is_rediss(url):
+            try:
+                await redis.ping()
+            except (RedisError, OSError) as exc:
+                reason = explain_redis(exc, url, s.redis_ssl_ca_file)
+                if reason is not None:
+                    raise TLSError(reason) from exc
+    except BaseException as exc:
+        if isinstance(exc, TLSError):
+            log.error("authkeep_start_failed", reason=str(exc))
+        await db.close()
+        if redis is not None:
+            await redis.aclose()
+        raise
+    return db, redis
 
 
 TEST_DATA_KEY_PURPOSE = b"authkeep/test-data-key/v1"
@@ -184,8 +240,7 @@ async def recent_revocations(db: Database, ttl: int) -> list[tuple[str, int]]:
 async def build_services(s: Settings, secret_ring: SecretRing, keys: KeyRing) -> Services:
     """Open the database, Redis and the hashing pool, and build every service on them."""
     data_box = build_data_box(s, secret_ring)
-    db = Database(s.database_url, pool_size=s.database_pool_size)
-    redis = make_redis(s.redis_url.get_secret_value()) if s.redis_url else None
+    db, redis = await open_connections(s)
     hasher = await asyncio.to_thread(
         PasswordHasher,
         Argon2Params(s.argon2_memory_kib, s.argon2_time_cost, s.argon2_parallelism),
@@ -212,7 +267,10 @@ async def build_services(s: Settings, secret_ring: SecretRing, keys: KeyRing) ->
     async def users_changed(user_ids: Iterable[uuid.UUID]) -> None:
         await revocations.users_changed(str(uid) for uid in user_ids)
 
-    audit = AuditLog(db, enabled=s.audit_enabled)
+    # First: its webhook events are the audit log's hook (every audited change the event
+    # catalogue names becomes an event in the change's transaction).
+    delivery = build_delivery(s, db, data_box=data_box)
+    audit = AuditLog(db, enabled=s.audit_enabled, events=delivery.events)
     accounts = Accounts(db, hasher, publish, audit, users_changed=users_changed)
     # Limit keys only live for a window: a rotation merely restarts the counters, so
     # the newest key hashes them. Derived from the secret, not the token-signing key,
@@ -227,8 +285,8 @@ async def build_services(s: Settings, secret_ring: SecretRing, keys: KeyRing) ->
         keys=[key.material for key in secret_ring.derive(CHALLENGE_KEY_PURPOSE).keys],
         redis=redis,
     )
-    delivery = build_delivery(s, db)
     email_tokens = EmailTokenKey.from_ring(secret_ring)
+    consents = Consents(db, audit, ConsentPolicy.from_settings(s))
     flows = EmailFlows.build(
         s,
         db,
@@ -240,7 +298,14 @@ async def build_services(s: Settings, secret_ring: SecretRing, keys: KeyRing) ->
         audit,
         publish=publish,
         users_changed=users_changed,
+        consents=consents,
     )
+
+    async def second_step(user: UserRecord, info: RequestInfo) -> MfaPending:
+        # A login of a user with MFA opens its second step. ``mfa_logins`` is bound below:
+        # finishing that step opens a session, so each of the two needs the other.
+        return await mfa_logins.open(user, info, ("pwd",))
+
     sessions = Sessions(
         db,
         codec,
@@ -250,8 +315,27 @@ async def build_services(s: Settings, secret_ring: SecretRing, keys: KeyRing) ->
         idle_timeout=s.session_idle_timeout,
         audit=audit,
         email_gate=flows.signup.require_verified,
+        second_step=second_step,
+    )
+    mfa_limits = MfaLimits(rate_limits)
+    recovery_codes = RecoveryCodes(
+        db, secret_ring.derive(RECOVERY_CODE_KEY_PURPOSE), audit, delivery.mailer
+    )
+    totp = TotpFactors(
+        db, data_box, audit, recovery_codes, mfa_limits, users_changed, issuer=s.product_name
+    )
+    mfa_logins = MfaLogins(
+        db,
+        sessions,
+        secret_ring.derive(MFA_TOKEN_KEY_PURPOSE),
+        audit,
+        mfa_limits,
+        totp,
+        recovery_codes,
     )
     authenticator = Authenticator(db, codec, revocations)
+    step_up = StepUpPolicy(s.step_up_max_age_seconds)
+    login_throttle = LoginThrottle(rate_limits, sessions, challenge)
     services = Services(
         db=db,
         hasher=hasher,
@@ -262,7 +346,14 @@ async def build_services(s: Settings, secret_ring: SecretRing, keys: KeyRing) ->
         authenticator=authenticator,
         audit=audit,
         audit_reader=AuditReader(db, audit),
-        orgs=Organizations(db, codec, audit, users_changed, idle_timeout=s.session_idle_timeout),
+        orgs=Organizations(
+            db,
+            codec,
+            audit,
+            users_changed,
+            idle_timeout=s.session_idle_timeout,
+            step_up=step_up,
+        ),
         invitations=Invitations(
             db,
             audit,
@@ -274,17 +365,39 @@ async def build_services(s: Settings, secret_ring: SecretRing, keys: KeyRing) ->
             limits=MailLimits(rate_limits),
         ),
         api_keys=ApiKeys(db, audit),
-        platform_admin=PlatformAdmin(db, accounts),
+        platform_admin=PlatformAdmin(
+            db,
+            accounts,
+            audit=audit,
+            mailer=delivery.mailer,
+            publish=publish,
+            users_changed=users_changed,
+        ),
         stats=SessionStats(db),
         rate_limits=rate_limits,
-        login_throttle=LoginThrottle(rate_limits, sessions, challenge),
+        login_throttle=login_throttle,
         challenge=challenge,
         redis=redis,
         delivery=delivery,
         email_flows=flows,
         oauth2=OAuth2Tokens(codec, sessions, authenticator),
         data_box=data_box,
-        step_up=StepUpPolicy(s.step_up_max_age_seconds),
+        step_up=step_up,
+        step_ups=StepUp(db, hasher, codec, audit, login_throttle, totp=totp),
+        totp=totp,
+        recovery_codes=recovery_codes,
+        mfa_logins=mfa_logins,
+        passkeys=Passkeys(
+            db,
+            audit,
+            sessions,
+            RelyingParty.from_settings(s),
+            users_changed=users_changed,
+            email_gate=flows.signup.require_verified,
+            mfa_logins=mfa_logins,
+        ),
+        webhooks=WebhookEndpoints(db, audit, delivery.outbox, data_box, delivery.webhooks),
+        consents=consents,
     )
     return services
 

@@ -31,10 +31,11 @@ from typing import Any
 import httpx
 import jwt
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from authkeep import Settings
 from authkeep.security.keys import KeyRing, load_private_key
+from forgery import attacker_rsa
 from helpers import PASSWORD, login, register
 
 ME = "/api/v1/auth/me"
@@ -418,6 +419,99 @@ async def wrong_scheme(t: Target) -> list[httpx.Response]:
             # "); no server can be hurt by what never leaves the client.
             continue
     return out
+
+
+# --- assurance claims: auth_time, amr, acr (issue 14) -----------------------------------------
+
+SENSITIVE = "/api/v1/auth/email/change"
+
+
+async def sensitive(t: Target, token: str) -> httpx.Response:
+    """Call a route that needs a recent (and, with MFA, aal2) sign-in with ``token``."""
+    return await t.http.post(
+        SENSITIVE,
+        json={"new_email": f"moved-{uuid.uuid4().hex[:8]}@example.com", "password": t.password},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+
+def _assurance_edits(claims: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The claim sets an attacker wants: a stronger, a newer, or an absent sign-in."""
+    without = {k: v for k, v in claims.items() if k not in ("auth_time", "amr", "acr")}
+    return {
+        "acr raised": {**claims, "acr": "aal2"},
+        "amr and acr raised": {**claims, "amr": ["pwd", "otp"], "acr": "aal2"},
+        "amr edited to a passkey": {**claims, "amr": ["hwk", "user"], "acr": "aal2"},
+        "auth_time moved forward": {**claims, "auth_time": int(time.time()) + 3600},
+        "claims removed": without,
+    }
+
+
+def _attacker_signer(alg: str) -> Callable[[dict[str, Any], dict[str, Any]], str]:
+    """A key of the deployment's algorithm that is not the deployment's."""
+    if alg == "EdDSA":
+        key: Any = ed25519.Ed25519PrivateKey.generate()
+    elif alg == "RS256":
+        key = attacker_rsa()
+    else:
+        key = b"an attacker's guess at the secret, 32+ bytes long"
+    return lambda claims, header: jwt.encode(claims, key, algorithm=alg, headers=header)
+
+
+@attack
+async def assurance_claims_edited_without_the_key(t: Target) -> list[httpx.Response]:
+    """``acr``/``amr`` raised, ``auth_time`` moved forward or the three removed, re-signed
+    WITHOUT the key (original signature kept, ``alg: none``, an attacker's key under our
+    ``kid``): 401 on a plain route and on a sensitive one — the edit gains nothing."""
+    head, _body, sig = t.access_token.split(".")
+    forge = _attacker_signer(t.header["alg"])
+    out = []
+    for claims in _assurance_edits(t.claims).values():
+        body = b64(json.dumps(claims, separators=(",", ":")).encode())
+        for token in (
+            f"{head}.{body}.{sig}",
+            raw_token({**t.header, "alg": "none"}, claims),
+            forge(claims, {"kid": t.header.get("kid")}),
+        ):
+            for response in (await me(t, token), await sensitive(t, token)):
+                assert response.status_code == 401, (response.request.url, response.text)
+                out.append(response)
+    return out
+
+
+@attack
+async def assurance_claims_inconsistent_but_signed(t: Target) -> list[httpx.Response]:
+    """Signed WITH the real key (an insider, a leaked key) but inconsistent: ``acr`` aal2
+    with ``amr`` ["pwd"], ``auth_time`` after ``iat``, one of the three missing, unknown or
+    empty methods, a non-integer time. The codec checks them against each other: 401."""
+    claims = t.claims
+    iat = claims["iat"]
+    variants = [
+        {**claims, "acr": "aal2"},
+        {**claims, "amr": ["pwd", "otp"], "acr": "aal1"},
+        {**claims, "auth_time": iat + 60},
+        {**claims, "auth_time": str(claims["auth_time"])},
+        {**claims, "auth_time": True},
+        {**claims, "amr": []},
+        {**claims, "amr": "pwd otp", "acr": "aal2"},
+        {**claims, "amr": ["pwd", "sms"]},
+        {k: v for k, v in claims.items() if k != "acr"},
+        {k: v for k, v in claims.items() if k != "amr"},
+        {k: v for k, v in claims.items() if k != "auth_time"},
+    ]
+    out = []
+    for variant in variants:
+        token = t.sign(variant, {})
+        for response in (await me(t, token), await sensitive(t, token)):
+            assert response.status_code == 401, (variant, response.text)
+            out.append(response)
+    # All three removed is a token minted before the claims existed: it reads as a password
+    # sign-in at the epoch, so no sensitive route takes it (its /me still works: not sent).
+    legacy = {k: v for k, v in claims.items() if k not in ("auth_time", "amr", "acr")}
+    refused = await sensitive(t, t.sign(legacy, {}))
+    assert refused.status_code == 401, refused.text
+    assert "insufficient_user_authentication" in refused.headers["www-authenticate"]
+    return [*out, refused]
 
 
 # --- session attacks -------------------------------------------------------------------------

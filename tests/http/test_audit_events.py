@@ -323,6 +323,13 @@ async def test_configuration_problems_at_start(
         # Production must choose a mail transport and an https public URL for its links.
         *(() if settings.email_backend else ("AUTHKEEP_EMAIL_BACKEND",)),
         *(() if (settings.public_url or "").startswith("https://") else ("AUTHKEEP_PUBLIC_URL",)),
+        # Production needs its own data keys and https passkey origins.
+        *(() if settings.data_keys else ("AUTHKEEP_DATA_KEYS",)),
+        *(
+            ()
+            if (settings.public_url or "").startswith("https://")
+            else ("AUTHKEEP_WEBAUTHN_ORIGINS",)
+        ),
     }
     # A second worker starting on the same database records nothing new.
     async with running(create_app(settings)):

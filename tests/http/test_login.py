@@ -147,7 +147,15 @@ async def test_a_login_returns_the_contract_fields(client: httpx.AsyncClient) ->
     assert pair["token_type"] == "bearer"
     assert pair["expires_in"] == 30 * 60
     assert pair["user"] == user
-    assert set(user) == {"id", "email", "full_name", "is_active", "created_at", "email_verified"}
+    assert set(user) == {
+        "id",
+        "email",
+        "full_name",
+        "is_active",
+        "created_at",
+        "email_verified",
+        "mfa_enabled",
+    }
 
 
 async def test_the_form_route_issues_working_tokens(client: httpx.AsyncClient) -> None:

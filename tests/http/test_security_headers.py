@@ -102,13 +102,17 @@ async def test_user_bodies_never_carry_a_hash(client: httpx.AsyncClient) -> None
     user = await register(client)
     pair = await login(client)
     me = await client.get("/api/v1/auth/me", headers=bearer(pair["access_token"]))
-    for body in (user, pair["user"], me.json()):
-        assert set(body) == {
-            "id",
-            "email",
-            "full_name",
-            "is_active",
-            "created_at",
-            "email_verified",
-        }
+    fields = {
+        "id",
+        "email",
+        "full_name",
+        "is_active",
+        "created_at",
+        "email_verified",
+        "mfa_enabled",
+    }
+    for body in (user, pair["user"]):
+        assert set(body) == fields
+    # GET /me alone also says which required consents are outstanding (docs/privacy.md).
+    assert set(me.json()) == fields | {"consents_outstanding"}
     assert "$argon2" not in me.text

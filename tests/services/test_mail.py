@@ -51,6 +51,13 @@ CONTEXTS: dict[str, dict[str, Any]] = {
     "password_changed": {},
     "recovery_code_used": {"remaining": 9},
     "mfa_reset": {},
+    "webhook_disabled": {
+        "endpoint_id": "5f0c8a1e-0000-4000-8000-000000000001",
+        "host": "hooks.example.com",
+        "reason": "failures",
+        "failures": 50,
+        "platform": False,
+    },
 }
 
 

@@ -27,6 +27,7 @@ from authkeep.services.outbox import (
     Outbox,
     OutboxWorker,
     PermanentDeliveryError,
+    RetrySchedule,
 )
 
 KIND = "test"
@@ -192,6 +193,26 @@ async def test_a_message_is_dead_after_the_last_attempt_and_counted(db: Database
     assert stored.last_error == "test transport down"
     assert stored.payload == {"scrubbed": True}  # kept, but without its token
     assert dead_count() == before + 1
+
+
+async def test_a_kinds_retry_schedule_sets_its_waits_and_its_last_attempt(
+    db: Database,
+) -> None:
+    # Webhooks retry on the Standard Webhooks schedule, not the exponential backoff.
+    clock = Clock()
+    handler = Recorder(failures=100)
+    delivery = worker(db, handler, clock, retry={KIND: RetrySchedule((7.0, 300.0))})
+    [message_id] = await enqueue(db, Outbox(clock=clock))
+    waits = []
+    for _ in range(3):
+        assert await delivery.run_once() == 1
+        stored = await row(db, message_id)
+        if stored.status == "pending":
+            waits.append(stored.next_attempt_at - clock.now)
+            clock.now = stored.next_attempt_at
+    assert waits == [timedelta(seconds=7), timedelta(seconds=300)]
+    stored = await row(db, message_id)
+    assert (stored.status, stored.attempts) == ("dead", 3)
 
 
 async def test_a_permanent_failure_is_dead_at_once(db: Database) -> None:

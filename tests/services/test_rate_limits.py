@@ -189,6 +189,64 @@ def test_check_config_prints_every_limit(monkeypatch: pytest.MonkeyPatch) -> Non
         "REFRESH_RATE_LIMIT",
         "PASSWORD_CHANGE_RATE_LIMIT",
         "PASSWORD_STRENGTH_RATE_LIMIT",
+        "MFA_RATE_LIMIT",
     ):
         assert f"AUTHKEEP_{name}" in lines, name
     assert lines["AUTHKEEP_REGISTER_RATE_LIMIT"].endswith("3 per hour")
+
+
+async def test_forget_clears_every_tier_that_limits_counted(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A success forgets the account's failure tiers: afterwards limits itself sees every
+    tier empty (on Redis the windows go in one ``DEL``, built from limits' own keys)."""
+    limits = RateLimits.from_settings(
+        make_settings(login_account_failure_limits="3 per 15 minutes; 5 per hour; 9 per day"),
+        pepper=b"p",
+    )
+    tiers = limits.config.login_account_failures
+    try:
+        for _ in range(2):
+            await limits.record("login_account_failures", tiers, "account")
+        before = [await limits.peek("login_account_failures", t, "account") for t in tiers]
+        assert [d.remaining for d in before if d is not None] == [1, 3, 7]
+        await limits.forget("login_account_failures", tiers, "account")
+        after = [await limits.peek("login_account_failures", t, "account") for t in tiers]
+        assert [d.remaining for d in after if d is not None] == [3, 5, 9]
+    finally:
+        await limits.close()
+
+
+async def test_peek_many_answers_as_peek_does(make_settings: Callable[..., Settings]) -> None:
+    """Several windows peeked at once (one Lua call on Redis) answer exactly what one peek
+    each answers: counts, remaining and resets, empty windows included."""
+    settings = make_settings(
+        login_account_failure_limits="3 per 15 minutes; 5 per hour; 9 per day",
+        login_ip_failure_limit="5 per 15 minutes",
+    )
+    limits = RateLimits.from_settings(settings, pepper=b"p")
+    cfg = limits.config
+    try:
+        for _ in range(2):
+            await limits.record("login_account_failures", cfg.login_account_failures, "acct")
+        await limits.record("login_ip_failures", (cfg.login_ip_failures,), "192.0.2.9")
+        checks: list[tuple[Any, Any, str]] = [
+            ("login_ip_failures", cfg.login_ip_failures, "192.0.2.9"),
+            *(("login_account_failures", t, "acct") for t in cfg.login_account_failures),
+            ("login_account_failures", cfg.login_account_failures[0], "nobody"),
+        ]
+        together = await limits.peek_many(checks)
+        one_by_one = [await limits.peek(rule, item, key) for rule, item, key in checks]
+        assert [d.remaining for d in together if d is not None] == [4, 1, 3, 7, 3]
+        for mine, theirs in zip(together, one_by_one, strict=True):
+            assert mine is not None
+            assert theirs is not None
+            assert (mine.rule, mine.allowed, mine.limit, mine.remaining) == (
+                theirs.rule,
+                theirs.allowed,
+                theirs.limit,
+                theirs.remaining,
+            )
+            assert abs(mine.reset_after - theirs.reset_after) <= 1
+    finally:
+        await limits.close()

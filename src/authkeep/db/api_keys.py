@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from authkeep.db.audit_guard import quote_ident
 from authkeep.db.engine import set_local
-from authkeep.db.models import ApiKey, Membership, User
+from authkeep.db.models import ApiKey, Membership, Organization, User
 from authkeep.db.users import USER_COLUMNS, UserRecord
 from authkeep.security.permissions import Role, parse_role
 
@@ -53,13 +53,15 @@ class ApiKeyRecord:
 
 @dataclass(frozen=True, slots=True)
 class KeyForAuth:
-    """What authenticating a key needs, from one query: the key, its hash, its creator and
-    the creator's current role in the key's organization (None if no longer a member)."""
+    """What authenticating a key needs, from one query: the key, its hash, its creator,
+    the creator's current role in the key's organization (None if no longer a member) and
+    whether that organization requires a second factor of its members."""
 
     key: ApiKeyRecord
     key_hash: str
     creator: UserRecord
     creator_role: Role | None
+    org_requires_mfa: bool = False
 
 
 _KEY_COLUMNS = (
@@ -158,8 +160,15 @@ async def find_for_auth(conn: AsyncConnection, prefix: str) -> KeyForAuth | None
     await set_local(conn, LOOKUP_SETTING, prefix)
     row = (
         await conn.execute(
-            select(*_KEY_COLUMNS, ApiKey.key_hash, *_USER_COLUMNS, Membership.role)
+            select(
+                *_KEY_COLUMNS,
+                ApiKey.key_hash,
+                *_USER_COLUMNS,
+                Membership.role,
+                Organization.require_mfa,
+            )
             .join(User, User.id == ApiKey.created_by)
+            .join(Organization, Organization.id == ApiKey.organization_id)
             .outerjoin(
                 Membership,
                 and_(
@@ -180,6 +189,7 @@ async def find_for_auth(conn: AsyncConnection, prefix: str) -> KeyForAuth | None
         key_hash=str(values[key_count]),
         creator=UserRecord(*values[key_count + 1 : user_end]),
         creator_role=parse_role(values[user_end]),
+        org_requires_mfa=bool(values[user_end + 1]),
     )
 
 

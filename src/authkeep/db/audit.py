@@ -229,6 +229,13 @@ def _digest(content: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical(**content)).hexdigest()
 
 
+def content_digest(entry: NewEntry) -> str:
+    """SHA-256 (hex) of ``entry``'s canonical content, known before the row joins its chain
+    and recomputable from the stored row: what a webhook event keeps to find its audit row
+    (``authkeep.db.webhooks.audit_reference``)."""
+    return _digest(_content(entry))
+
+
 def entry_hash(*, at: datetime, prev_hash: str, **content: Any) -> str:
     """The ``hash`` a row with these fields must have."""
     return link_hash(_digest(content), at, prev_hash)
@@ -352,10 +359,12 @@ async def append(
     return EntryRecord(id=int(row_id), hash=digest_hash, **fields)
 
 
-async def append_at_commit(conn: AsyncConnection, entry: NewEntry) -> None:
+async def append_at_commit(conn: AsyncConnection, entry: NewEntry, *, alone: bool = False) -> None:
     """Append ``entry`` when ``conn``'s transaction commits (PostgreSQL: through
     ``audit_pending`` and its deferred trigger; SQLite, whose write transactions are already
-    exclusive: at once, with :func:`append`). Its id and hash exist only after the commit."""
+    exclusive: at once, with :func:`append`). Its id and hash exist only after the commit.
+    ``alone``: the row is the only statement of its transaction (``AuditLog.record_alone``),
+    which may then run as one autocommitted statement."""
     if conn.dialect.name != "postgresql":
         await append(conn, entry)
         return
@@ -364,6 +373,11 @@ async def append_at_commit(conn: AsyncConnection, entry: NewEntry) -> None:
     # Straight to the driver, on the transaction's own connection: this runs on every
     # audited request, and SQLAlchemy's execution machinery costs more than the insert.
     raw = await conn.get_raw_connection()
+    if not alone and not raw.driver_connection.is_in_transaction():  # type: ignore[union-attr]
+        # SQLAlchemy sends BEGIN with the transaction's first statement of its own: were
+        # this insert the first, it would run (and commit) outside the transaction, and a
+        # rollback of the change would leave its audit row behind.
+        await conn.exec_driver_sql("SELECT 1")
     await raw.driver_connection.execute(  # type: ignore[union-attr]
         _PENDING_INSERT,
         *_chain_of(entry),

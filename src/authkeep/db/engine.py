@@ -12,6 +12,12 @@ A pooled connection is pinged only when it sat idle for :data:`PING_AFTER_IDLE_S
 (SQLAlchemy's ``pool_pre_ping`` would add three round trips to every checkout, doubling the
 database work of a login); a connection that broke while in use — a restart under load — is
 reported as an outage (503) once, and SQLAlchemy then replaces every pooled connection.
+
+TLS (:mod:`authkeep.tls`): the ``ssl`` argument of every new PostgreSQL connection comes from
+a :class:`~authkeep.tls.DatabaseTLS`; a handshake that fails for a reason a retry does not
+cure (an unknown CA, a certificate for another host, a server without TLS) is raised as
+:class:`~authkeep.tls.TLSError`, one line naming the setting to fix, wherever the connection
+was first needed (the start of the service, a migration, a request, ``/health/ready``).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import NullPool
 
 from authkeep.db import after_commit
+from authkeep.tls import DatabaseTLS, TLSError
 
 _WRITE = "authkeep_write"
 PING_AFTER_IDLE_SECONDS = 5.0
@@ -122,13 +129,39 @@ def _install_idle_ping(engine: AsyncEngine) -> None:
             raise DisconnectionError("stale pooled connection") from exc
 
 
-class Database:
-    """Owns the engine. Build one per application; close it in the lifespan."""
+def _install_tls_errors(engine: AsyncEngine, tls: DatabaseTLS, url: str) -> None:
+    # SQLAlchemy's documented hook for making the DBAPI connection ourselves: the same call
+    # it would make, with a TLS failure renamed after the setting that caused it.
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _on_connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except Exception as exc:
+            reason = tls.explain(exc, url)
+            if reason is None:
+                raise
+            raise TLSError(reason) from exc
 
-    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+
+class Database:
+    """Owns the engine. Build one per application; close it in the lifespan.
+
+    ``tls`` sets the TLS of PostgreSQL connections (ignored on SQLite); by default the URL's
+    own choice. Raises :class:`~authkeep.tls.TLSError` when its CA file cannot be loaded.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        echo: bool = False,
+        tls: DatabaseTLS | None = None,
+    ) -> None:
         parsed = make_url(url)
         self.url = url
         self.dialect = parsed.get_backend_name()
+        self.tls = tls or DatabaseTLS()
         kwargs: dict[str, Any] = {"echo": echo}
         if self.dialect == "sqlite":
             # A file database: pooled connections; in-memory databases are per connection,
@@ -136,11 +169,16 @@ class Database:
             kwargs["connect_args"] = {"timeout": 15}
         elif self.dialect == "postgresql":
             kwargs.update(pool_size=pool_size, max_overflow=pool_size)
+            ssl_arg = self.tls.connect_arg()
+            if ssl_arg is not None:
+                # Overrides the URL's ?ssl= (SQLAlchemy lets connect_args win).
+                kwargs["connect_args"] = {"ssl": ssl_arg}
         else:
             kwargs["poolclass"] = NullPool
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.dialect == "postgresql":
             _install_idle_ping(self.engine)
+            _install_tls_errors(self.engine, self.tls, url)
         if self.dialect == "sqlite":
             _install_sqlite_hooks(self.engine)
             self._read_engine = self.engine

@@ -92,7 +92,7 @@ async def run_migrations(
     Once a database holds revisions of your directories, migrate it with this function
     (or ``authkeep migrate`` would not know those revisions and refuse).
     """
-    db = Database(settings.migrations_url)
+    db = Database(settings.migrations_url, tls=settings.migration_database_tls)
     try:
         await upgrade(db, role_config=role_config(settings), version_locations=version_locations)
     finally:

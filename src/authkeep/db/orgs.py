@@ -22,12 +22,14 @@ from authkeep.security.permissions import Role, parse_role
 
 @dataclass(frozen=True, slots=True)
 class OrgRecord:
-    """An organization and the role the asking user has in it."""
+    """An organization and the role the asking user has in it; ``require_mfa``: whether its
+    members need a second factor."""
 
     id: uuid.UUID
     name: str
     created_at: datetime
     role: Role
+    require_mfa: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,13 +66,19 @@ LANDING_ORIGINS: tuple[Origin, ...] = (CREATED, INVITATION)
 
 
 _LIVE = Organization.deleted_at.is_(None)
-_ORG_COLUMNS = (Organization.id, Organization.name, Organization.created_at, Membership.role)
+_ORG_COLUMNS = (
+    Organization.id,
+    Organization.name,
+    Organization.created_at,
+    Membership.role,
+    Organization.require_mfa,
+)
 _MEMBER_COLUMNS = (User.id, User.email, User.full_name, Membership.role, Membership.created_at)
 
 
-def _org(row: Row[uuid.UUID, str, datetime, str]) -> OrgRecord:
-    org_id, name, created_at, role = row
-    return OrgRecord(org_id, name, created_at, Role(role))
+def _org(row: Row[uuid.UUID, str, datetime, str, bool]) -> OrgRecord:
+    org_id, name, created_at, role, require_mfa = row
+    return OrgRecord(org_id, name, created_at, Role(role), bool(require_mfa))
 
 
 def _member(row: Row[uuid.UUID, str, str | None, str, datetime]) -> MemberRecord:
@@ -146,9 +154,24 @@ async def lock_org(conn: AsyncConnection, org_id: uuid.UUID) -> bool:
 
 async def rename_org(conn: AsyncConnection, org_id: uuid.UUID, name: str, now: datetime) -> None:
     """Change an organization's name."""
-    await conn.execute(
-        update(Organization).where(Organization.id == org_id).values(name=name, updated_at=now)
-    )
+    await update_org(conn, org_id, now, name=name)
+
+
+async def update_org(
+    conn: AsyncConnection,
+    org_id: uuid.UUID,
+    now: datetime,
+    *,
+    name: str | None = None,
+    require_mfa: bool | None = None,
+) -> None:
+    """Change an organization's name and/or its MFA policy (None: unchanged)."""
+    values: dict[str, object] = {"updated_at": now}
+    if name is not None:
+        values["name"] = name
+    if require_mfa is not None:
+        values["require_mfa"] = require_mfa
+    await conn.execute(update(Organization).where(Organization.id == org_id).values(**values))
 
 
 async def soft_delete_org(conn: AsyncConnection, org_id: uuid.UUID, now: datetime) -> int:

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from authkeep.db.base import utcnow
-from authkeep.db.models import Membership, TotpFactor, User, WebAuthnCredential
+from authkeep.db.models import Membership, Organization, TotpFactor, User, WebAuthnCredential
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,26 +72,29 @@ async def get_by_id(conn: AsyncConnection, user_id: uuid.UUID) -> UserRecord | N
 
 async def get_with_role(
     conn: AsyncConnection, user_id: uuid.UUID, org_id: uuid.UUID | None
-) -> tuple[UserRecord, str | None] | None:
-    """The user and their CURRENT role in ``org_id`` (None if not a member), in one query
-    on two primary keys: the per-request path, so a role change or a removal takes effect
-    on the member's next request instead of when their token expires."""
+) -> tuple[UserRecord, str | None, bool] | None:
+    """The user, their CURRENT role in ``org_id`` (None if not a member) and whether that
+    organization requires a second factor, in one query on primary keys: the per-request
+    path, so a role change, a removal or a new MFA policy takes effect on the member's next
+    request instead of when their token expires."""
     if org_id is None:
         user = await get_by_id(conn, user_id)
-        return (user, None) if user else None
+        return (user, None, False) if user else None
     row = (
         await conn.execute(
-            select(*_COLUMNS, Membership.role)
+            select(*_COLUMNS, Membership.role, Organization.require_mfa)
             .outerjoin(
                 Membership,
                 and_(Membership.user_id == User.id, Membership.organization_id == org_id),
             )
+            .outerjoin(Organization, Organization.id == Membership.organization_id)
             .where(User.id == user_id)
         )
     ).first()
     if row is None:
         return None
-    return _record(row[:-1]), row[-1]
+    role = row[-2]
+    return _record(row[:-2]), None if role is None else str(role), bool(row[-1])
 
 
 # Built once: every login runs it, and building a statement costs more than running it.

@@ -20,6 +20,7 @@ import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.metadata import version as package_version
 from typing import Any, Literal
 
 import structlog
@@ -43,15 +44,21 @@ from authkeep.http.routers import admin as admin_routes
 from authkeep.http.routers import api_keys as api_key_routes
 from authkeep.http.routers import audit as audit_routes
 from authkeep.http.routers import challenge as challenge_routes
+from authkeep.http.routers import consents as consent_routes
 from authkeep.http.routers import invitations as invitation_routes
 from authkeep.http.routers import metrics as metrics_routes
+from authkeep.http.routers import mfa as mfa_routes
 from authkeep.http.routers import oauth2 as oauth2_routes
 from authkeep.http.routers import orgs as org_routes
+from authkeep.http.routers import step_up as step_up_routes
+from authkeep.http.routers import webauthn as webauthn_routes
+from authkeep.http.routers import webhooks as webhook_routes
 from authkeep.http.schemas import Readiness
 from authkeep.logging import configure_logging
 from authkeep.services.audit import AuditLog
 from authkeep.services.audit_checkpoints import scheduler_from_settings
 from authkeep.settings import Problem, Settings, find_problems
+from authkeep.tls import TLSError, explain_redis
 from authkeep.wiring import (
     Services,
     build_key_ring,
@@ -156,15 +163,23 @@ class Authkeep:
         database: Literal["ok", "unavailable"] = "ok"
         try:
             await asyncio.wait_for(services.db.ping(), _READY_TIMEOUT)
-        except Exception:  # any failure means "not ready"; the reason is logged
-            log.warning("readiness_database_failed", exc_info=True)
+        except Exception as exc:  # any failure means "not ready"; the reason is logged
+            # A TLS failure's message names the setting to fix (authkeep.tls).
+            reason = str(exc) if isinstance(exc, TLSError) else None
+            log.warning("readiness_database_failed", reason=reason, exc_info=True)
             database = "unavailable"
         redis: Literal["ok", "unavailable", "not_configured"] = "not_configured"
         if services.redis is not None:
             try:
                 await asyncio.wait_for(services.redis.ping(), _READY_TIMEOUT)
                 redis = "ok"
-            except (RedisError, TimeoutError, OSError):
+            except (RedisError, TimeoutError, OSError) as exc:
+                url = self.settings.redis_url
+                reason = explain_redis(
+                    exc, url.get_secret_value() if url else "", self.settings.redis_ssl_ca_file
+                )
+                if reason is not None:
+                    log.warning("readiness_redis_failed", reason=reason)
                 redis = "unavailable"
         ok = database == "ok" and redis != "unavailable"
         return Readiness(
@@ -181,6 +196,10 @@ class Authkeep:
             (oauth2_routes.router, API_PREFIX),
             (challenge_routes.router, API_PREFIX),
             (account_email.router, API_PREFIX),
+            (consent_routes.router, API_PREFIX),
+            (mfa_routes.router, API_PREFIX),
+            (step_up_routes.router, API_PREFIX),
+            (webauthn_routes.router, API_PREFIX),
             (health.router, ""),
             (jwks.router, ""),
             (oauth2_routes.discovery_router, ""),
@@ -191,7 +210,9 @@ class Authkeep:
             (invitation_routes.router, API_PREFIX),
             (invitation_routes.mine_router, API_PREFIX),
             (api_key_routes.router, API_PREFIX),
+            (webhook_routes.router, API_PREFIX),
             (admin_routes.router, API_PREFIX),
+            (webhook_routes.admin_router, API_PREFIX),
         ]
 
     def install(self, app: FastAPI, *, middleware: bool = True) -> None:
@@ -223,7 +244,8 @@ class Authkeep:
                 CORSMiddleware,
                 allow_origins=s.allowed_origins,
                 allow_credentials=False,
-                allow_methods=["GET", "POST", "PATCH", "DELETE"],
+                # PUT: /auth/me/consents/{purpose}.
+                allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
                 allow_headers=["Authorization", "Content-Type", "X-Request-ID", "X-API-Key"],
                 expose_headers=[
                     "X-Request-ID",
@@ -247,7 +269,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     authkeep = Authkeep(settings)
     app = FastAPI(
         title="authkeep",
-        version="0.1.0",
+        version=package_version("authkeep"),
         docs_url=None,
         redoc_url=None,
         openapi_url=None,

@@ -27,6 +27,7 @@ from authkeep.errors import (
     AuthkeepError,
     ChallengeRequired,
     Conflict,
+    ConsentRequired,
     DependencyUnavailable,
     EmailNotVerified,
     InvalidCredentials,
@@ -36,6 +37,7 @@ from authkeep.errors import (
     PermissionDenied,
     PolicyViolation,
     RateLimited,
+    SecondFactorRequired,
     StepUpRequired,
 )
 from authkeep.http.routes import route_template
@@ -58,6 +60,8 @@ STATUS: tuple[tuple[type[AuthkeepError], int], ...] = (
     (StepUpRequired, 401),
     (InvalidToken, 401),
     (PermissionDenied, 403),
+    (ConsentRequired, 403),
+    (SecondFactorRequired, 403),
     (EmailNotVerified, 403),
     (NotFound, 404),
     (Conflict, 409),

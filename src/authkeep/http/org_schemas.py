@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from authkeep.http.fields import Name, UTCDatetime
+from authkeep.http.fields import CleanText, Name, UTCDatetime
 from authkeep.security.permissions import Role
 
 RoleName = Literal["admin", "editor", "viewer"]
@@ -29,6 +29,24 @@ class OrgIn(_In):
     name: Name
 
 
+class OrgPatchIn(_In):
+    """``PATCH /orgs/{id}`` (admins): a new name, the MFA policy, or both. Setting
+    ``require_mfa`` needs a recent sign-in (step-up)."""
+
+    name: Name | None = None
+    require_mfa: bool | None = Field(
+        default=None,
+        description="Members without a second factor are refused the organization's routes "
+        "(403) until they enrol one",
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> Self:
+        if self.name is None and self.require_mfa is None:
+            raise ValueError("send name, require_mfa or both")
+        return self
+
+
 class OrgOut(BaseModel):
     """An organization, with the caller's role in it."""
 
@@ -36,6 +54,9 @@ class OrgOut(BaseModel):
     name: str
     created_at: datetime
     role: Role
+    require_mfa: bool = Field(
+        default=False, description="Whether members need a second factor (two-factor policy)"
+    )
 
 
 class MemberRoleIn(_In):
@@ -135,3 +156,9 @@ class AdminUserPatch(_In):
     settable through the API."""
 
     is_active: bool
+
+
+class AdminMfaResetIn(_In):
+    """``POST /admin/users/{id}/mfa/reset``: why (kept in the audit log)."""
+
+    reason: Annotated[CleanText, StringConstraints(min_length=1, max_length=500)]

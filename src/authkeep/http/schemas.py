@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from authkeep.http.fields import ChallengeSolution, CleanText, DisplayName
 from authkeep.security.password_policy import MAX_LENGTH, MIN_SCORE
+from authkeep.settings import MAX_CONSENT_PURPOSES
 
 Email = Annotated[
     str,
@@ -39,6 +40,14 @@ class RegisterIn(_In):
     email: Email
     password: NewPassword
     full_name: DisplayName | None = None
+    consents: dict[str, str] | None = Field(
+        default=None,
+        max_length=MAX_CONSENT_PURPOSES,
+        description="The consents the user gives at sign-up: purpose -> the version of its "
+        'text they were shown, e.g. {"terms": "2026-11"}. Every required purpose of '
+        "AUTHKEEP_CONSENT_PURPOSES must be there at its current version (else 422, whatever "
+        "the email); purposes left out are not granted (docs/privacy.md)",
+    )
 
 
 class LoginIn(_In):
@@ -100,6 +109,19 @@ class UserOut(BaseModel):
     created_at: datetime
     email_verified: bool = Field(
         description="Whether the owner proved the address (opened a link sent to it)"
+    )
+    mfa_enabled: bool = Field(
+        description="Whether the user has a second factor (an authenticator app or a passkey)"
+    )
+
+
+class MeOut(UserOut):
+    """``GET /auth/me``: the user, with what only this route computes."""
+
+    consents_outstanding: list[str] = Field(
+        description="Required consent purposes the user has not granted at their current "
+        "version (never, withdrawn, or an older version): PUT /api/v1/auth/me/consents/"
+        "{purpose} grants one (docs/privacy.md)"
     )
 
 

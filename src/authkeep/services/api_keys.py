@@ -199,6 +199,9 @@ class ApiKeys:
             record.org_id,
             weaker(record.role, found.creator_role),
             ApiKeyIdentity(record.id, record.prefix, record.name),
+            # A key acts for its creator: it is refused in an organization that requires a
+            # second factor while its creator has none, or it would outlast the policy.
+            org_requires_mfa=found.org_requires_mfa,
         )
 
     async def _touch(self, record: ApiKeyRecord, now: datetime, info: RequestInfo | None) -> None:

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import structlog
 from sqlalchemy import select
@@ -92,6 +92,32 @@ class Action(StrEnum):
     API_KEY_CREATED = "api_key.created"
     API_KEY_FIRST_USED = "api_key.first_used"
     API_KEY_REVOKED = "api_key.revoked"
+    # TOTP, recovery codes, the second step of a login (issue 14).
+    MFA_TOTP_ENROLLED = "mfa.totp_enrolled"
+    MFA_TOTP_REMOVED = "mfa.totp_removed"
+    MFA_VERIFY = "mfa.verify"
+    MFA_RECOVERY_CODE_USED = "mfa.recovery_code_used"
+    MFA_RECOVERY_CODES_REGENERATED = "mfa.recovery_codes_regenerated"
+    # Passkeys (issue 14).
+    MFA_PASSKEY_REGISTERED = "mfa.passkey_registered"
+    MFA_PASSKEY_REMOVED = "mfa.passkey_removed"
+    MFA_PASSKEY_LOGIN = "mfa.passkey_login"
+    MFA_PASSKEY_COUNTER_REGRESSION = "mfa.passkey_counter_regression"
+    # Step-up, the organization MFA policy, the admin's MFA reset (issue 14).
+    STEP_UP = "auth.step_up"
+    ORG_MFA_POLICY = "org.mfa_policy_changed"
+    MFA_RESET = "user.mfa_reset"
+    # Consents (issue 15): details name the purpose and the version granted or withdrawn.
+    CONSENT_GRANTED = "consent.granted"
+    CONSENT_WITHDRAWN = "consent.withdrawn"
+    # Webhook endpoints (issue 17): org_id set for an organization's endpoint.
+    WEBHOOK_ENDPOINT_CREATED = "webhook_endpoint.created"
+    WEBHOOK_ENDPOINT_UPDATED = "webhook_endpoint.updated"
+    WEBHOOK_ENDPOINT_DELETED = "webhook_endpoint.deleted"
+    WEBHOOK_SECRET_ROTATED = "webhook_endpoint.secret_rotated"
+    WEBHOOK_ENDPOINT_DISABLED = "webhook_endpoint.disabled"
+    WEBHOOK_ENDPOINT_TESTED = "webhook_endpoint.tested"
+    WEBHOOK_DELIVERY_REPLAYED = "webhook_delivery.replayed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,16 +177,35 @@ class _Throttle:
         return True
 
 
+class EventHook(Protocol):
+    """Turns audited changes into events that commit with them: the webhook events
+    (:class:`authkeep.services.webhooks.WebhookEvents`). One place: every audited change
+    that an event catalogue names becomes its event, whichever service recorded it."""
+
+    def events_for(self, event: AuditEvent) -> list[dict[str, Any]]:
+        """The events ``event`` causes (usually none: a dictionary look-up); each has an
+        ``id``."""
+        ...
+
+    async def write(self, conn: AsyncConnection, events: list[dict[str, Any]]) -> None:
+        """Write ``events`` on ``conn``, in its open transaction."""
+        ...
+
+
 class AuditLog:
     """The audit trail's writer. ``enabled=False`` (``AUTHKEEP_AUDIT_ENABLED``, refused in
-    production) makes every call a no-op, for benchmarks."""
+    production) makes every call a no-op, for benchmarks. ``events`` turns audited changes
+    into events written in the same transaction (see :class:`EventHook`)."""
 
     RATE_LIMIT_WINDOW_SECONDS = 60.0
     CONFIG_PROBLEM_WINDOW = timedelta(minutes=10)
 
-    def __init__(self, db: Database, *, enabled: bool = True) -> None:
+    def __init__(
+        self, db: Database, *, enabled: bool = True, events: EventHook | None = None
+    ) -> None:
         self._db = db
         self._enabled = enabled
+        self._events = events
         self._rate_limit_throttle = _Throttle(self.RATE_LIMIT_WINDOW_SECONDS)
 
     @property
@@ -191,15 +236,40 @@ class AuditLog:
     ) -> None:
         """Write ``event`` in ``conn``'s transaction: it commits, or rolls back, with the
         change it describes (on PostgreSQL it joins its hash chain during the commit)."""
-        if self._enabled:
-            await audit_rows.append_at_commit(conn, self.entry(event, info))
+        await self._append(conn, event, info, self._events_for(event))
 
     async def record_alone(self, event: AuditEvent, info: RequestInfo | None = None) -> None:
         """Write ``event`` in a transaction of its own (an event without a change)."""
-        if not self._enabled:
+        events = self._events_for(event)
+        if not self._enabled and not events:
             return
         async with self._db.transaction() as conn:
-            await audit_rows.append_at_commit(conn, self.entry(event, info))
+            await self._append(conn, event, info, events, alone=True)
+
+    def _events_for(self, event: AuditEvent) -> list[dict[str, Any]]:
+        return self._events.events_for(event) if self._events is not None else []
+
+    async def _append(
+        self,
+        conn: AsyncConnection,
+        event: AuditEvent,
+        info: RequestInfo | None,
+        events: list[dict[str, Any]],
+        *,
+        alone: bool = False,
+    ) -> None:
+        entry = self.entry(event, info)
+        if events and self._events is not None:
+            # Outside the chain's lock (taken at COMMIT on PostgreSQL), where the row's id
+            # and hash do not exist yet: each event keeps the row's content digest, which
+            # finds the committed row (authkeep.db.webhooks.audit_reference).
+            digest = audit_rows.content_digest(entry) if self._enabled else None
+            for found in events:
+                found["source"] = {**found.get("source", {}), "digest": digest}
+            await self._events.write(conn, events)
+            alone = False
+        if self._enabled:
+            await audit_rows.append_at_commit(conn, entry, alone=alone)
 
     async def record_quietly(self, event: AuditEvent, info: RequestInfo | None = None) -> None:
         """:meth:`record_alone`, but a failure is logged and counted instead of raised."""

@@ -35,7 +35,8 @@ log = structlog.get_logger("authkeep.authn")
 CACHE_SECONDS = 60.0
 CACHE_ENTRIES = 10_000
 
-_Found = tuple[UserRecord, str | None]
+# The user, their role in the token's organization, and whether it requires MFA.
+_Found = tuple[UserRecord, str | None, bool]
 
 
 class _UserCache:
@@ -76,7 +77,8 @@ class Principal:
 
     ``org_id`` and ``role`` describe the active organization — the token's, or the key's —
     as read from the database for this request: None when there is none or the caller is no
-    longer a member of it.
+    longer a member of it. ``org_requires_mfa``: that organization's policy (members without
+    a second factor are refused its routes), read in the same query as the role.
     """
 
     user: UserRecord
@@ -84,6 +86,7 @@ class Principal:
     org_id: uuid.UUID | None = None
     role: Role | None = None
     api_key: ApiKeyIdentity | None = None
+    org_requires_mfa: bool = False
 
     @property
     def is_api_key(self) -> bool:
@@ -143,6 +146,8 @@ class Authenticator:
                 self._users.put(key, stamp, found)
         if found is None or not found[0].can_sign_in:
             raise InvalidToken()
-        user, stored_role = found
+        user, stored_role, requires_mfa = found
         role = parse_role(stored_role)
-        return Principal(user, claims, org_id if role else None, role)
+        if role is None:
+            return Principal(user, claims)
+        return Principal(user, claims, org_id, role, org_requires_mfa=requires_mfa)

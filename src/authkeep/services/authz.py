@@ -10,6 +10,12 @@ Two levels, both needed:
 
 Roles are the current ones, never the token's: read from the database, or from a per-worker
 cache that every role change invalidates at once (see :mod:`authkeep.services.authn`).
+
+An organization may require a second factor (``require_mfa``): a member without one
+(``users.mfa_enabled`` false) is refused its routes with 403 :data:`MFA_REQUIRED`
+(:class:`~authkeep.errors.SecondFactorRequired`, not audited: a pending enrolment) — the
+token-scoped ones here (:func:`org_access`), the ``/orgs/{id}`` ones in the services
+(:func:`ensure_org_mfa`). Enrolment routes check no organization, so they stay reachable.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import uuid
 from dataclasses import dataclass
 
 from authkeep.db.users import UserRecord
-from authkeep.errors import PermissionDenied
+from authkeep.errors import PermissionDenied, SecondFactorRequired
 from authkeep.security.permissions import Role
 from authkeep.services.authn import ApiKeyIdentity, Principal
 
@@ -28,6 +34,7 @@ NO_ORG = (
     "(creating your first organization returns one already)"
 )
 NOT_MEMBER = "Not a member of the active organization (any more)"
+MFA_REQUIRED = SecondFactorRequired.detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +108,21 @@ class OrgAccess:
             raise PermissionDenied(f"{what} needs a user session; API keys cannot do it")
 
 
+def ensure_org_mfa(user: UserRecord, require_mfa: bool) -> None:
+    """SecondFactorRequired (403, :data:`MFA_REQUIRED`) when the organization requires a
+    second factor and ``user`` has none."""
+    if require_mfa and not user.mfa_enabled:
+        raise SecondFactorRequired()
+
+
 def org_access(principal: Principal, minimum: Role | str = Role.VIEWER) -> OrgAccess:
     """The caller's access to its active organization, or PermissionDenied (403): no active
-    organization, no longer a member, or a role below ``minimum``."""
+    organization, no longer a member, the organization requires a second factor the user
+    (for an API key: its creator) lacks, or a role below ``minimum``."""
     if principal.org_id is None or principal.role is None:
         scoped = principal.claims is not None and principal.claims.org_id is not None
         raise PermissionDenied(NOT_MEMBER if scoped else NO_ORG)
+    ensure_org_mfa(principal.user, principal.org_requires_mfa)
     access = OrgAccess(principal, principal.org_id, principal.role)
     access.require(minimum)
     return access

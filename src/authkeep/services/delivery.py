@@ -1,23 +1,35 @@
-"""Wiring of the outbox and mail for a running authkeep: one :class:`Delivery` per process,
-built from the settings, used by ``authkeep serve`` (in-process worker) and ``authkeep
-worker`` (delivery alone)."""
+"""Wiring of the outbox, mail and webhooks for a running authkeep: one :class:`Delivery` per
+process, built from the settings, used by ``authkeep serve`` (in-process worker) and
+``authkeep worker`` (delivery alone)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import httpx
 import structlog
 
 from authkeep.db.engine import Database
+from authkeep.security.data_keys import SecretBox
 from authkeep.services.audit import AuditLog
 from authkeep.services.email_flows.config import EmailFlowConfig
 from authkeep.services.email_flows.intents import ACCOUNT_MAIL, AccountMailHandler
 from authkeep.services.mail import EMAIL, EmailHandler, Mailer, MailTemplates, build_transport
 from authkeep.services.mail.transports import Transport
 from authkeep.services.outbox import Backoff, HandlerRegistry, Outbox, OutboxWorker
+from authkeep.services.webhooks import (
+    DELIVERY_KIND,
+    EVENT_KIND,
+    FanOutHandler,
+    WebhookConfig,
+    WebhookEvents,
+    WebhookSender,
+    guarded_client,
+)
 from authkeep.settings import Settings
 
 log = structlog.get_logger("authkeep.outbox")
@@ -25,12 +37,17 @@ log = structlog.get_logger("authkeep.outbox")
 
 @dataclass(slots=True)
 class Delivery:
-    """The outbox, the mailer that writes into it and a worker that empties it."""
+    """The outbox, the mailer and webhook events that write into it, and a worker that
+    empties it."""
 
     outbox: Outbox
     mailer: Mailer
     handlers: HandlerRegistry
     worker: OutboxWorker
+    events: WebhookEvents
+    """Turns audited changes into webhook events (the audit log's hook)."""
+    webhooks: WebhookConfig
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
 
@@ -52,9 +69,11 @@ class Delivery:
     async def stop(self) -> None:
         """Stop the background worker: it finishes the message in flight (for at most the
         send timeout), then hands back the rest of its batch. A send cut off here stays
-        leased and is retried by the next worker once the lease runs out."""
+        leased and is retried by the next worker once the lease runs out. Then the
+        webhook client's connections are closed."""
         task, self._task = self._task, None
         if task is None:
+            await self.close()
             return
         self._stop.set()
         grace = self.worker.send_timeout.total_seconds() + 5
@@ -65,12 +84,28 @@ class Delivery:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.close()
+
+    async def close(self) -> None:
+        """Close what delivering opened (the webhook client's connections)."""
+        closers, self.closers = self.closers, []
+        for closer in closers:
+            await closer()
 
 
 def build_delivery(
-    settings: Settings, db: Database, *, transport: Transport | None = None
+    settings: Settings,
+    db: Database,
+    *,
+    transport: Transport | None = None,
+    data_box: SecretBox | None = None,
+    webhook_client: httpx.AsyncClient | None = None,
 ) -> Delivery:
-    """The outbox, mail and a worker as ``settings`` configure them."""
+    """The outbox, mail, webhooks and a worker as ``settings`` configure them.
+
+    Webhooks are delivered only with ``data_box`` (the signing secrets are sealed with the
+    data keys); a worker built without it leaves webhook messages to one built with it.
+    ``webhook_client`` replaces the guarded HTTP client (tests)."""
     templates = MailTemplates(
         product_name=settings.product_name,
         public_url=settings.link_base,
@@ -82,6 +117,7 @@ def build_delivery(
         EMAIL,
         EmailHandler(templates, transport or build_transport(settings), sender=settings.email_from),
     )
+    webhooks = WebhookConfig.from_settings(settings)
     worker = OutboxWorker(
         db,
         handlers,
@@ -90,19 +126,27 @@ def build_delivery(
         max_attempts=settings.outbox_max_attempts,
         poll_seconds=settings.outbox_poll_seconds,
         backoff=Backoff(settings.outbox_backoff_base_seconds, settings.outbox_backoff_max_seconds),
+        # Webhooks retry on the Standard Webhooks schedule, which receivers expect.
+        retry={DELIVERY_KIND: webhooks.schedule},
     )
     # A committed enqueue wakes this process's worker at once (others poll).
     outbox.add_listener(worker.wake)
     mailer = Mailer(outbox, templates)
+    events = WebhookEvents(outbox, enabled=webhooks.enabled)
+    audit = AuditLog(db, enabled=settings.audit_enabled, events=events)
     # Mail intents of the open flows (register, resend, forgot): looked up and turned into
     # emails here, after the response (authkeep.services.email_flows.intents).
     handlers.register(
         ACCOUNT_MAIL,
-        AccountMailHandler(
-            db,
-            mailer,
-            AuditLog(db, enabled=settings.audit_enabled),
-            EmailFlowConfig.from_settings(settings),
-        ),
+        AccountMailHandler(db, mailer, audit, EmailFlowConfig.from_settings(settings)),
     )
-    return Delivery(outbox, mailer, handlers, worker)
+    delivery = Delivery(outbox, mailer, handlers, worker, events, webhooks)
+    if data_box is not None:
+        client = webhook_client or guarded_client(webhooks.policy, timeout=webhooks.timeout_seconds)
+        delivery.closers.append(client.aclose)
+        handlers.register(EVENT_KIND, FanOutHandler(db, outbox))
+        handlers.register(
+            DELIVERY_KIND,
+            WebhookSender(db, data_box, client, webhooks, audit=audit, mailer=mailer),
+        )
+    return delivery

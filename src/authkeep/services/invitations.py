@@ -50,6 +50,7 @@ from authkeep.security.permissions import Role
 from authkeep.services.accounts import FieldError
 from authkeep.services.audit import Action, Actor, AuditEvent, AuditLog
 from authkeep.services.authn import Principal
+from authkeep.services.authz import ensure_org_mfa
 from authkeep.services.context import RequestInfo
 from authkeep.services.email_flows.limits import MailLimits
 from authkeep.services.mail import Mailer
@@ -138,6 +139,7 @@ class Invitations:
         org = await org_rows.org_for_member(conn, org_id, principal.user.id, lock=True)
         if org is None:
             raise NotFound(ORG_NOT_FOUND)
+        ensure_org_mfa(principal.user, org.require_mfa)
         if org.role is not Role.ADMIN:
             raise PermissionDenied(
                 f"Only admins may {action}", entity_type="organization", org_id=org_id
@@ -219,6 +221,7 @@ class Invitations:
             org = await org_rows.org_for_member(conn, org_id, principal.user.id)
             if org is None:
                 raise NotFound(ORG_NOT_FOUND)
+            ensure_org_mfa(principal.user, org.require_mfa)
             if org.role is not Role.ADMIN:
                 raise PermissionDenied(
                     "Only admins may list invitations", entity_type="organization", org_id=org_id

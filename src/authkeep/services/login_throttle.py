@@ -33,6 +33,8 @@ reveal nothing an attacker could enumerate.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import structlog
 from limits import RateLimitItem
 
@@ -42,7 +44,7 @@ from authkeep.security.emails import email_key_of
 from authkeep.services.challenge import ChallengeGate
 from authkeep.services.context import RequestInfo
 from authkeep.services.rate_limits import Decision, LimitReport, RateLimits, Rule
-from authkeep.services.sessions import Sessions, TokenPair
+from authkeep.services.sessions import MfaPending, Sessions, TokenPair
 
 log = structlog.get_logger("authkeep.login_throttle")
 
@@ -68,8 +70,11 @@ class LoginThrottle:
         report: LimitReport | None = None,
         *,
         challenge_solution: str | None = None,
-    ) -> TokenPair:
+    ) -> TokenPair | MfaPending:
         """Check the limits and the challenge, then the credentials (:meth:`Sessions.login`).
+        A right password counts as a success here even when a second step is pending
+        (:class:`MfaPending`): these limits guard the password, and the second step has its
+        own (``AUTHKEEP_MFA_RATE_LIMIT``, the challenge's five wrong codes).
 
         Raises RateLimited (429) before any password work when a limit is reached,
         ChallengeRequired (401) when a challenge is due and ``challenge_solution`` is
@@ -100,6 +105,37 @@ class LoginThrottle:
         if cfg.known_client is not None and ip != _NO_IP:
             await limits.mark("login_known_client", cfg.known_client, _pair(account, ip))
         return pair
+
+    async def reauthenticate(
+        self, email: str, info: RequestInfo, check: Callable[[], Awaitable[bool]]
+    ) -> bool:
+        """A password check behind a valid session (step-up), under a login's lock-out:
+        RateLimited (429) before ``check`` runs when the client IP's failures or the
+        account's tiers are exhausted; a wrong password counts as a failed login for both,
+        a right one forgets the account's failures. Returns ``check``'s answer.
+
+        No per-email count and no challenge: the caller already holds the account's session
+        (a challenge would stop a script, not the holder of a stolen token), and the step-up
+        route's per-user budget bounds the attempts. Counting the failures with the logins'
+        stops a stolen access token from being a password oracle beside the login's limits."""
+        limits = self._limits
+        if not limits.enabled:
+            return await check()
+        account = limits.hashed(email_key_of(email))
+        ip = info.ip or _NO_IP
+        tiers_key = await self._tiers_key(account, ip)
+        refused = [d for _, d in await self._peek(ip, tiers_key) if not d.allowed]
+        if refused:
+            worst = max(refused, key=lambda d: d.reset_after)
+            metrics.RATE_LIMITED.labels(worst.rule).inc()
+            self._refuse(worst, account, ip, None)
+        cfg = limits.config
+        if not await check():
+            await limits.record("login_ip_failures", (cfg.login_ip_failures,), ip)
+            await limits.record("login_account_failures", cfg.login_account_failures, tiers_key)
+            return False
+        await limits.forget("login_account_failures", cfg.login_account_failures, tiers_key)
+        return True
 
     async def guard(self, email: str, info: RequestInfo, challenge_solution: str | None) -> None:
         """The challenge alone, for the other open routes an attacker can pivot to once
@@ -135,8 +171,13 @@ class LoginThrottle:
         checks += [
             ("login_account_failures", tier, tiers_key) for tier in cfg.login_account_failures
         ]
-        found = [(item, await limits.peek(rule, item, key)) for rule, item, key in checks]
-        return [(item, decision) for item, decision in found if decision is not None]
+        # One storage round trip for every window (peek_many): a login meets four.
+        found = await limits.peek_many(checks)
+        return [
+            (item, decision)
+            for (_, item, _), decision in zip(checks, found, strict=True)
+            if decision is not None
+        ]
 
     async def _challenge_if_due(
         self, found: list[tuple[RateLimitItem, Decision]], ip: str, solution: str | None

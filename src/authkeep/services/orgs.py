@@ -14,7 +14,10 @@ Rules (each checked here, so they hold whatever calls the service):
 * API keys manage nothing here (PermissionDenied);
 * deleting is soft: the row stays with ``deleted_at`` (the audit trail and the tenant rows
   keep pointing at it), its memberships are removed and its API keys revoked, so every
-  member and key loses access on the next request.
+  member and key loses access on the next request;
+* an organization may require a second factor (``require_mfa``, set by its admins with a
+  recent sign-in): a member without one gets 403 on its routes, except leaving it and the
+  update that turns the policy off (an admin can always undo it).
 
 Each change and its audit row commit in one transaction, in the organization's audit chain.
 """
@@ -40,8 +43,10 @@ from authkeep.security.tokens import TokenCodec
 from authkeep.services.accounts import FieldError
 from authkeep.services.audit import Action, Actor, AuditEvent, AuditLog
 from authkeep.services.authn import Principal
+from authkeep.services.authz import ensure_org_mfa
 from authkeep.services.context import RequestInfo
 from authkeep.services.revocation import UsersChanged
+from authkeep.services.step_up import StepUpPolicy
 
 log = structlog.get_logger("authkeep.orgs")
 
@@ -93,13 +98,17 @@ class Organizations:
         users_changed: UsersChanged,
         *,
         idle_timeout: timedelta | None = None,
+        step_up: StepUpPolicy | None = None,
     ) -> None:
-        """``idle_timeout``: the sessions' idle timeout (None: their absolute lifetime)."""
+        """``idle_timeout``: the sessions' idle timeout (None: their absolute lifetime);
+        ``step_up``: the recent-sign-in rule a change of the MFA policy needs (None: the
+        default age, 600 s)."""
         self._db = db
         self._codec = codec
         self._audit = audit
         self._users_changed = users_changed
         self._idle_timeout = idle_timeout if idle_timeout is not None else codec.refresh_ttl
+        self._step_up = step_up if step_up is not None else StepUpPolicy(600)
 
     def _event(
         self,
@@ -164,12 +173,22 @@ class Organizations:
             org = await org_rows.org_for_member(conn, org_id, principal.user.id)
         if org is None:
             raise NotFound(ORG_NOT_FOUND)
+        ensure_org_mfa(principal.user, org.require_mfa)
         return org
 
     @staticmethod
-    def _admin(org: OrgRecord | None, org_id: uuid.UUID, action: str) -> OrgRecord:
+    def _admin(
+        org: OrgRecord | None,
+        org_id: uuid.UUID,
+        action: str,
+        principal: Principal | None = None,
+    ) -> OrgRecord:
+        """``org`` if the caller is its admin (and, with ``principal``, meets its MFA
+        policy); NotFound for a non-member, else PermissionDenied."""
         if org is None:
             raise NotFound(ORG_NOT_FOUND)
+        if principal is not None:
+            ensure_org_mfa(principal.user, org.require_mfa)
         if org.role is not Role.ADMIN:
             raise PermissionDenied(
                 f"Only admins may {action}", entity_type="organization", org_id=org_id
@@ -180,20 +199,69 @@ class Organizations:
         self, principal: Principal, org_id: uuid.UUID, name: str, info: RequestInfo | None = None
     ) -> OrgRecord:
         """Rename an organization (admins)."""
+        return await self.update(principal, org_id, name=name, info=info)
+
+    async def update(
+        self,
+        principal: Principal,
+        org_id: uuid.UUID,
+        *,
+        name: str | None = None,
+        require_mfa: bool | None = None,
+        info: RequestInfo | None = None,
+    ) -> OrgRecord:
+        """Rename an organization and/or set its MFA policy (admins; None: unchanged).
+
+        Setting ``require_mfa`` needs a recent sign-in (StepUpRequired, 401), after the admin
+        check. An admin without a second factor of an organization that requires one may
+        still turn the policy off (and nothing else): the policy never locks its admins out.
+        Every member's cached role is dropped when the policy changes, so it applies on their
+        next request."""
         _human(principal)
-        clean = valid_name(name)
+        clean = valid_name(name) if name is not None else None
+        members: list[uuid.UUID] = []
         async with self._db.transaction() as conn:
-            org = await org_rows.org_for_member(conn, org_id, principal.user.id, lock=True)
-            org = self._admin(org, org_id, "rename the organization")
-            await org_rows.rename_org(conn, org_id, clean, utcnow())
-            await self._audit.record(
-                conn,
-                self._event(
-                    Action.ORG_UPDATED, principal, org_id, details={"from": org.name, "to": clean}
-                ),
-                info,
-            )
-        return OrgRecord(org.id, clean, org.created_at, org.role)
+            found = await org_rows.org_for_member(conn, org_id, principal.user.id, lock=True)
+            org = self._admin(found, org_id, "change the organization")
+            if require_mfa is not False:
+                ensure_org_mfa(principal.user, org.require_mfa)
+            if require_mfa is not None:
+                # A stolen session must not switch the policy of a whole organization.
+                self._step_up.require(principal)
+            await org_rows.update_org(conn, org_id, utcnow(), name=clean, require_mfa=require_mfa)
+            if clean is not None:
+                await self._audit.record(
+                    conn,
+                    self._event(
+                        Action.ORG_UPDATED,
+                        principal,
+                        org_id,
+                        details={"from": org.name, "to": clean},
+                    ),
+                    info,
+                )
+            if require_mfa is not None and require_mfa != org.require_mfa:
+                members = [member.user_id for member in await org_rows.members(conn, org_id)]
+                await self._audit.record(
+                    conn,
+                    self._event(
+                        Action.ORG_MFA_POLICY,
+                        principal,
+                        org_id,
+                        details={"require_mfa": require_mfa, "members": len(members)},
+                    ),
+                    info,
+                )
+        if members:
+            await self._users_changed(members)
+            log.info("org_mfa_policy", org_id=str(org_id), require_mfa=require_mfa)
+        return OrgRecord(
+            org.id,
+            clean if clean is not None else org.name,
+            org.created_at,
+            org.role,
+            org.require_mfa if require_mfa is None else require_mfa,
+        )
 
     async def delete(
         self, principal: Principal, org_id: uuid.UUID, info: RequestInfo | None = None
@@ -204,7 +272,7 @@ class Organizations:
         # Bound to the organization: api_keys is a tenant table under row-level security.
         async with self._db.tenant_transaction(org_id) as conn:
             org = await org_rows.org_for_member(conn, org_id, principal.user.id, lock=True)
-            self._admin(org, org_id, "delete the organization")
+            self._admin(org, org_id, "delete the organization", principal)
             former = [member.user_id for member in await org_rows.members(conn, org_id)]
             removed = await org_rows.soft_delete_org(conn, org_id, now)
             revoked = await key_rows.revoke_all(conn, org_id, now)
@@ -225,8 +293,10 @@ class Organizations:
         """The members of one of the caller's organizations."""
         _human(principal)
         async with self._db.read_transaction() as conn:
-            if await org_rows.org_for_member(conn, org_id, principal.user.id) is None:
+            org = await org_rows.org_for_member(conn, org_id, principal.user.id)
+            if org is None:
                 raise NotFound(ORG_NOT_FOUND)
+            ensure_org_mfa(principal.user, org.require_mfa)
             return await org_rows.members(conn, org_id)
 
     async def change_role(
@@ -242,7 +312,7 @@ class Organizations:
         _human(principal)
         async with self._db.transaction() as conn:
             org = await org_rows.org_for_member(conn, org_id, principal.user.id, lock=True)
-            self._admin(org, org_id, "change roles")
+            self._admin(org, org_id, "change roles", principal)
             target = await org_rows.member(conn, org_id, user_id)
             if target is None:
                 raise NotFound(MEMBER_NOT_FOUND)
@@ -280,7 +350,7 @@ class Organizations:
         async with self._db.transaction() as conn:
             org = await org_rows.org_for_member(conn, org_id, principal.user.id, lock=True)
             if not leaving:
-                self._admin(org, org_id, "remove members")
+                self._admin(org, org_id, "remove members", principal)
             elif org is None:
                 raise NotFound(ORG_NOT_FOUND)
             target = await org_rows.member(conn, org_id, user_id)
@@ -313,6 +383,7 @@ class Organizations:
             org = await org_rows.org_for_member(conn, org_id, principal.user.id)
             if org is None:
                 raise NotFound(ORG_NOT_FOUND)
+            ensure_org_mfa(principal.user, org.require_mfa)
             # Only a live session: a switch mints a fresh access token, and repeated switches
             # would otherwise keep a session past its idle timeout and absolute end.
             if not await org_rows.set_session_org(

@@ -1,4 +1,5 @@
-"""Platform administration (``is_superuser``): find, activate, deactivate and delete users.
+"""Platform administration (``is_superuser``): find, activate, deactivate and delete users,
+and reset a user's second factors.
 
 Platform admins manage accounts, not tenants: being one grants no access to any
 organization's data (that takes a membership, like anyone else). An admin cannot deactivate
@@ -6,21 +7,38 @@ or delete their own account here (Conflict): the last platform admin locking the
 would need a database session to undo. Each change is audited by
 :class:`~authkeep.services.accounts.Accounts` in the change's transaction, with the admin as
 the actor.
+
+An MFA reset (a user who lost their authenticator and their recovery codes) removes every
+factor and pending MFA challenge of the user, ends their sessions at once (a session elevated
+with a lost, maybe stolen, device must not outlive the reset), emails them through the outbox
+and records the admin's reason, all in one transaction.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
+import structlog
+
+from authkeep.db import factors as factor_rows
+from authkeep.db import sessions as session_rows
 from authkeep.db import users as user_rows
+from authkeep.db.base import utcnow
 from authkeep.db.engine import Database
 from authkeep.db.users import UserRecord
-from authkeep.errors import Conflict, PermissionDenied
+from authkeep.errors import Conflict, NotFound, PermissionDenied
 from authkeep.services.accounts import Accounts
-from authkeep.services.audit import Actor
+from authkeep.services.audit import Action, Actor, AuditEvent, AuditLog
 from authkeep.services.authn import Principal
 from authkeep.services.context import RequestInfo
+from authkeep.services.mail import Mailer
+
+log = structlog.get_logger("authkeep.platform_admin")
+
+Publish = Callable[[Iterable[uuid.UUID]], Awaitable[None]]
+MFA_RESET_TEMPLATE = "mfa_reset"
 
 MAX_PAGE = 100
 SELF_CHANGE = "Platform admins cannot deactivate or delete their own account"
@@ -42,12 +60,31 @@ def require_superuser(principal: Principal) -> None:
         raise PermissionDenied("Platform admins only", entity_type="admin")
 
 
-class PlatformAdmin:
-    """Use cases of the platform admin routes."""
+async def _nothing(_ids: Iterable[uuid.UUID]) -> None:
+    return None
 
-    def __init__(self, db: Database, accounts: Accounts) -> None:
+
+class PlatformAdmin:
+    """Use cases of the platform admin routes. ``mailer`` sends the MFA-reset notice;
+    ``publish`` spreads session revocations and ``users_changed`` drops cached copies of a
+    user, in every worker."""
+
+    def __init__(
+        self,
+        db: Database,
+        accounts: Accounts,
+        *,
+        audit: AuditLog | None = None,
+        mailer: Mailer | None = None,
+        publish: Publish = _nothing,
+        users_changed: Publish = _nothing,
+    ) -> None:
         self._db = db
         self._accounts = accounts
+        self._audit = audit if audit is not None else AuditLog(db)
+        self._mailer = mailer
+        self._publish = publish
+        self._users_changed = users_changed
 
     async def search(
         self, principal: Principal, *, query: str | None, offset: int = 0, limit: int = 50
@@ -83,3 +120,51 @@ class PlatformAdmin:
         if user_id == principal.user.id:
             raise Conflict(SELF_CHANGE)
         return await self._accounts.soft_delete(user_id, actor=Actor.of(principal), info=info)
+
+    async def reset_mfa(
+        self,
+        principal: Principal,
+        user_id: uuid.UUID,
+        reason: str,
+        info: RequestInfo | None = None,
+    ) -> factor_rows.FactorsRemoved:
+        """Remove every second factor of ``user_id`` (TOTP, recovery codes, passkeys, pending
+        MFA challenges), end their sessions, email them and audit it with ``reason``; one
+        transaction. NotFound for an unknown user."""
+        require_superuser(principal)
+        now = utcnow()
+        async with self._db.transaction() as conn:
+            user = await user_rows.get_by_id(conn, user_id)
+            if user is None:
+                raise NotFound()
+            removed = await factor_rows.delete_all_factors(conn, user_id)
+            await user_rows.refresh_mfa_enabled(conn, user_id)
+            ended = await session_rows.revoke_sessions(
+                conn, user_id=user_id, now=now, reason="mfa_reset"
+            )
+            if self._mailer is not None and user.deleted_at is None:
+                await self._mailer.enqueue(conn, MFA_RESET_TEMPLATE, user.email, {})
+            await self._audit.record(
+                conn,
+                AuditEvent(
+                    Action.MFA_RESET,
+                    actor=Actor.of(principal),
+                    entity_type="user",
+                    entity_id=user_id,
+                    details={
+                        "reason": reason,
+                        "removed": removed.as_details(),
+                        "sessions_ended": len(ended),
+                    },
+                ),
+                info,
+            )
+        await self._users_changed([user_id])
+        await self._publish(ended)
+        log.info(
+            "mfa_reset",
+            user_id=str(user_id),
+            admin_id=str(principal.user.id),
+            sessions_ended=len(ended),
+        )
+        return removed

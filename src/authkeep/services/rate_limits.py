@@ -17,9 +17,11 @@ rule                         counted per                         storage unreach
 ``password_strength``        client IP                           closed: 503
 ``mail_recipient``           keyed hash of the recipient address closed: 503
 ``mail_ip``                  client IP (requests that send mail) closed: 503
+``mfa``                      user id, and client IP (each code)  closed: 503
 ===========================  ==================================  =========================
 
-Limits that stand between an attacker and a password check (login, password change) or an
+Limits that stand between an attacker and a password check (login, password change), a
+second-factor code (``mfa``: a million codes fall to an unlimited guesser in days) or an
 enumeration oracle (register answers 409 for a taken email) fail closed, and so does the
 password-strength meter's (each call costs zxcvbn work, and the meter is useless while
 register refuses anyway); the others fail open, because refusing every request while Redis
@@ -33,9 +35,10 @@ keyed on an address would tell anyone that it was mailed recently, e.g. that its
 asked for a reset).
 
 Strategies: the global limit, hit by every request, uses the sliding-window counter (two
-counters per key, one Lua call); the others use the moving window, exact under any
-concurrency (an atomic Lua script on Redis, a lock in memory), so concurrent logins across
-workers can never over-admit.
+counters per key); on Redis it is batched per event-loop turn and partly answered from
+memory, within a stated overshoot (:mod:`authkeep.services.shared_window`). The others use
+the moving window, exact under any concurrency (an atomic Lua script on Redis, a lock in
+memory), so concurrent logins across workers can never over-admit.
 
 Decisions are reported, not rendered: a :class:`LimitReport` collects what a request met and
 the HTTP layer turns the tightest into ``RateLimit-*`` headers.
@@ -43,12 +46,15 @@ the HTTP layer turns the tightest into ``RateLimit-*`` headers.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
 import limits
@@ -63,6 +69,7 @@ from limits.aio.strategies import (
     SlidingWindowCounterRateLimiter,
 )
 from limits.errors import StorageError
+from limits.util import WindowStats
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -71,7 +78,9 @@ from redis.exceptions import RedisError
 from authkeep import metrics
 from authkeep.errors import DependencyUnavailable, RateLimited
 from authkeep.security.keys import KeyRing
+from authkeep.services.shared_window import SharedWindowLimit
 from authkeep.settings import Settings
+from authkeep.tls import redis_tls_options
 
 __all__ = [
     "LOGIN_UNAVAILABLE",
@@ -99,6 +108,7 @@ Rule = Literal[
     "password_strength",
     "mail_recipient",
     "mail_ip",
+    "mfa",
 ]
 RouteRule = Literal["register", "refresh", "password_change", "password_strength"]
 
@@ -119,6 +129,37 @@ RETRY_INTERVAL = 1.0
 _STORAGE_ERRORS = (RedisError, StorageError, OSError, TimeoutError)
 
 T = TypeVar("T")
+
+# limits' moving_window.lua (the window's oldest entry by binary search, and the count) for
+# several keys in one call: KEYS[i] with ARGV[2i-1] (the oldest timestamp still inside its
+# window) and ARGV[2i] (its limit). One comma-separated string answers: per key the oldest
+# entry (empty when none) and the count.
+_PEEK_SCRIPT = """
+local out = {}
+for i = 1, #KEYS do
+    local key = KEYS[i]
+    local target = tonumber(ARGV[2 * i - 1])
+    local low, high, result = 0, tonumber(ARGV[2 * i]) - 1, nil
+    while low <= high do
+        local mid = math.floor((low + high) / 2)
+        local value = tonumber(redis.call('lindex', key, mid))
+        if value and value >= target then
+            result = mid
+            low = mid + 1
+        else
+            high = mid - 1
+        end
+    end
+    if result then
+        out[#out + 1] = redis.call('lindex', key, result)
+        out[#out + 1] = tostring(result + 1)
+    else
+        out[#out + 1] = ''
+        out[#out + 1] = '0'
+    end
+end
+return table.concat(out, ',')
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +234,7 @@ class LimitConfig:
     password_strength: RateLimitItem
     mail_recipient: RateLimitItem
     mail_ip: RateLimitItem
+    mfa: RateLimitItem
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LimitConfig:
@@ -211,6 +253,7 @@ class LimitConfig:
             password_strength=_parse_one(settings.password_strength_rate_limit),
             mail_recipient=_parse_one(settings.mail_recipient_rate_limit),
             mail_ip=_parse_one(settings.mail_ip_rate_limit),
+            mfa=_parse_one(settings.mfa_rate_limit),
         )
 
     def route(self, rule: RouteRule) -> RateLimitItem:
@@ -245,8 +288,9 @@ def _redis_storage_uri(url: str) -> str:
     return url
 
 
-def limiter_redis(url: str) -> Redis:
-    """The limiter's own Redis client: short timeouts, one immediate retry.
+def limiter_redis(url: str, *, ca_file: Path | None = None) -> Redis:
+    """The limiter's own Redis client: short timeouts, one immediate retry; ``rediss://`` is
+    verified TLS (``ca_file``: AUTHKEEP_REDIS_SSL_CA_FILE), as the service's own client.
 
     The retry lets a pooled connection that died with a Redis restart be replaced at once
     instead of failing one request; the short timeouts bound what a black-holed Redis costs.
@@ -257,6 +301,7 @@ def limiter_redis(url: str) -> Redis:
         socket_connect_timeout=REDIS_TIMEOUT,
         retry=Retry(NoBackoff(), 1),
         health_check_interval=15,
+        **redis_tls_options(url, ca_file),
     )
 
 
@@ -271,11 +316,14 @@ class RateLimits:
         global_storage: Storage | None = None,
         pepper: bytes = b"",
         client: Redis | None = None,
+        redis_key_prefix: str | None = None,
         retry_interval: float = RETRY_INTERVAL,
     ) -> None:
         self.config = config
         self._pepper = pepper
         self._client = client
+        self._redis_key_prefix = redis_key_prefix
+        self._peek_script = client.register_script(_PEEK_SCRIPT) if client is not None else None
         self._retry_interval = retry_interval
         self._down_until = 0.0
         self._down = False
@@ -289,6 +337,17 @@ class RateLimits:
             self._moving = MovingWindowRateLimiter(storage)
             self._fixed = FixedWindowRateLimiter(storage)
             self._sliding = SlidingWindowCounterRateLimiter(shared)
+        # On Redis the global limit, met by every request, is batched and partly answered
+        # from memory (services/shared_window.py: same algorithm and keys, bounded overshoot).
+        self._shared_global: SharedWindowLimit | None = None
+        if self._sliding is not None and client is not None and redis_key_prefix is not None:
+            self._shared_global = SharedWindowLimit(
+                client,
+                key_prefix=redis_key_prefix,
+                item=config.global_limit,
+                namespace="global",
+                on_error=self._mark_down,
+            )
 
     @classmethod
     def from_settings(cls, settings: Settings, *, pepper: bytes) -> RateLimits:
@@ -302,16 +361,14 @@ class RateLimits:
             # key, so the many global keys (one per client) are kept out of its way.
             return cls(config, MemoryStorage(), global_storage=MemoryStorage(), pepper=pepper)
         url = settings.redis_url.get_secret_value()
-        client = limiter_redis(url)
+        client = limiter_redis(url, ca_file=settings.redis_ssl_ca_file)
         # Share our client's pool: redis-py then uses its timeouts and retry policy.
         options = cast(dict[str, Any], {"connection_pool": client.connection_pool})
+        key_prefix = settings.redis_prefix + "ratelimit"
         storage = RedisStorage(
-            _redis_storage_uri(url),
-            implementation="redispy",
-            key_prefix=settings.redis_prefix + "ratelimit",
-            **options,
+            _redis_storage_uri(url), implementation="redispy", key_prefix=key_prefix, **options
         )
-        return cls(config, storage, pepper=pepper, client=client)
+        return cls(config, storage, pepper=pepper, client=client, redis_key_prefix=key_prefix)
 
     @property
     def enabled(self) -> bool:
@@ -325,6 +382,8 @@ class RateLimits:
 
     async def close(self) -> None:
         """Release the storage (memory timers, the Redis pool)."""
+        if self._shared_global is not None:
+            await self._shared_global.close()
         for storage in self._storages:
             timer = getattr(storage, "timer", None)
             if timer is not None and not timer.done():
@@ -360,7 +419,7 @@ class RateLimits:
                 "rate_limiter_unavailable",
                 error=type(exc).__name__,
                 policy="global and refresh limits allow (fail open); login, register, "
-                "password-change, password-strength and mail limits refuse with 503 "
+                "password-change, password-strength, mail and MFA limits refuse with 503 "
                 "(fail closed)",
             )
 
@@ -397,7 +456,24 @@ class RateLimits:
         the storage is down: this limit fails open)."""
         if self._sliding is None:
             return None
-        return await self._hit(self._sliding, "global", self.config.global_limit, key)
+        shared = self._shared_global
+        if shared is None:
+            return await self._hit(self._sliding, "global", self.config.global_limit, key)
+        if self._down and time.monotonic() < self._down_until:
+            self._unavailable("global")
+            return None
+        # Most requests of a busy key are answered here, without an await.
+        answer = shared.hit_locally(key)
+        if answer is None:
+            answer = await self._call("global", partial(shared.hit, key))
+            if answer is None:
+                return None
+        decision = Decision(
+            "global", answer.allowed, shared.limit, answer.remaining, answer.reset_after
+        )
+        if not answer.allowed:
+            metrics.RATE_LIMITED.labels("global").inc()
+        return decision
 
     async def hit(self, rule: Rule, item: RateLimitItem, key: str) -> Decision | None:
         """Count one attempt against a moving-window rule (None when disabled or failing
@@ -419,9 +495,43 @@ class RateLimits:
         return await self._call(rule, operation)
 
     async def peek_all(self, checks: Iterable[tuple[Rule, RateLimitItem, str]]) -> list[Decision]:
-        """:meth:`peek` several rules (one storage round trip each, in sequence)."""
-        found = [await self.peek(rule, item, key) for rule, item, key in checks]
+        """:meth:`peek` several rules (on Redis in one round trip: :meth:`peek_many`)."""
+        found = await self.peek_many(list(checks))
         return [decision for decision in found if decision is not None]
+
+    async def peek_many(
+        self, checks: Sequence[tuple[Rule, RateLimitItem, str]]
+    ) -> list[Decision | None]:
+        """:meth:`peek` several moving-window rules, answers in the same order. On Redis one
+        Lua call answers them all (a login peeks four windows before its password check:
+        one round trip instead of four); LimiterUnavailable when the storage is down and
+        one of the rules fails closed."""
+        script, prefix = self._peek_script, self._redis_key_prefix
+        if self._moving is None or script is None or prefix is None or len(checks) < 2:
+            return [await self.peek(rule, item, key) for rule, item, key in checks]
+        keys = [f"{prefix}:{item.key_for(rule, key)}" for rule, item, key in checks]
+
+        async def operation() -> list[Decision | None]:
+            now = time.time()
+            args: list[float] = []
+            for _, item, _ in checks:
+                args += [now - item.get_expiry(), item.amount]
+            reply: bytes = await script(keys=keys, args=args)
+            parts = reply.split(b",")
+            found: list[Decision | None] = []
+            for index, (rule, item, _) in enumerate(checks):
+                oldest, count = parts[2 * index], int(parts[2 * index + 1])
+                # As limits' MovingWindowRateLimiter.get_window_stats: the window resets one
+                # expiry after its oldest entry (now, when empty).
+                start = float(oldest) if oldest else now
+                stats = WindowStats(start + item.get_expiry(), item.amount - count)
+                found.append(self._decision(rule, item, stats.remaining > 0, stats))
+            return found
+
+        # The strictest policy among the rules decides when Redis does not answer.
+        closed = [rule for rule, _, _ in checks if rule not in _FAIL_OPEN]
+        answer = await self._call(closed[0] if closed else checks[0][0], operation)
+        return answer if answer is not None else [None] * len(checks)
 
     async def record(self, rule: Rule, items: Sequence[RateLimitItem], key: str) -> None:
         """Count an event (a failed login) against ``items``; never raises — the answer to
@@ -440,9 +550,23 @@ class RateLimits:
                 return
 
     async def forget(self, rule: Rule, items: Sequence[RateLimitItem], key: str) -> None:
-        """Clear ``key``'s windows for ``items`` (never raises)."""
+        """Clear ``key``'s windows for ``items`` (never raises); on Redis in one ``DEL``."""
         moving = self._moving
         if moving is None:
+            return
+        client, prefix = self._client, self._redis_key_prefix
+        if client is not None and prefix is not None and items:
+            # One round trip instead of one per tier (a successful login forgets up to six
+            # windows). The keys are limits' own for the moving window: its storage prefixes
+            # ``item.key_for(...)`` with ``<prefix>:`` (tests/services/test_rate_limits.py
+            # checks that limits then sees the windows empty).
+            keys = [f"{prefix}:{item.key_for(rule, key)}" for item in items]
+
+            async def delete() -> int:
+                return int(await client.delete(*keys))
+
+            with contextlib.suppress(LimiterUnavailable):
+                await self._call(rule, delete)
             return
         for item in items:
 

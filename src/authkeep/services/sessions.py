@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import structlog
@@ -44,6 +44,7 @@ log = structlog.get_logger("authkeep.sessions")
 
 Publish = Callable[[Iterable[uuid.UUID]], Awaitable[None]]
 Gate = Callable[[UserRecord, RequestInfo], Awaitable[None]]
+SecondStep = Callable[[UserRecord, RequestInfo], Awaitable["MfaPending"]]
 
 PURGE_BATCH = 1000
 
@@ -69,6 +70,18 @@ class TokenPair:
     expires_in: int
     user: UserRecord
     session_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class MfaPending:
+    """What a login returns when the password was right but the user has a second factor:
+    no token yet, only the ``mfa_token`` that ``POST /auth/mfa/verify`` (or a passkey)
+    completes within ``expires_in`` seconds, and the ``methods`` it accepts (``totp``,
+    ``recovery_code``, ``webauthn``). See :mod:`authkeep.services.mfa.login`."""
+
+    mfa_token: str = field(repr=False)
+    methods: list[str]
+    expires_in: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,10 +114,12 @@ class Sessions:
         idle_timeout: timedelta | None = None,
         audit: AuditLog | None = None,
         email_gate: Gate | None = None,
+        second_step: SecondStep | None = None,
     ) -> None:
         """``idle_timeout``: how long a session lives without a refresh (None: as long as
         its absolute lifetime, the codec's ``refresh_ttl``). ``email_gate`` runs after a
-        correct password and may refuse the login (an unverified address)."""
+        correct password and may refuse the login (an unverified address). ``second_step``
+        opens the second step of a login for a user with a second factor (None: no MFA)."""
         self._db = db
         self._codec = codec
         self._accounts = accounts
@@ -113,6 +128,7 @@ class Sessions:
         self._idle_timeout = idle_timeout if idle_timeout is not None else codec.refresh_ttl
         self._audit = audit if audit is not None else AuditLog(db)
         self._email_gate = email_gate
+        self._second_step = second_step
 
     def _pair(
         self,
@@ -169,11 +185,15 @@ class Sessions:
             expires_at=issued.expires_at,
         )
 
-    async def login(self, email: str, password: str, info: RequestInfo) -> TokenPair:
-        """Check credentials and open a session."""
+    async def login(self, email: str, password: str, info: RequestInfo) -> TokenPair | MfaPending:
+        """Check credentials and open a session; for a user with a second factor, no
+        session yet but the pending second step (:class:`MfaPending`), after exactly the
+        same checks (password, then the email-verification gate)."""
         user = await self._accounts.check_credentials(email, password, info)
         if self._email_gate is not None:
             await self._email_gate(user, info)
+        if user.mfa_enabled and self._second_step is not None:
+            return await self._second_step(user, info)
         pair = await self.start(user, info)
         metrics.LOGINS.labels("success").inc()
         return pair

@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response, status
 
-from authkeep.http.deps import CurrentPrincipal, Info, get_authkeep
+from authkeep.http.deps import Info, RecentPrincipal, get_authkeep
 from authkeep.http.email_schemas import (
     AcceptedOut,
     EmailChangeIn,
@@ -100,10 +100,11 @@ async def reset_password(body: PasswordResetIn, request: Request, info: Info) ->
     dependencies=[Depends(limit_per_user("password_change"))],
 )
 async def change_email(
-    body: EmailChangeIn, principal: CurrentPrincipal, request: Request, info: Info
+    body: EmailChangeIn, principal: RecentPrincipal, request: Request, info: Info
 ) -> AcceptedOut:
     """Ask to move the account to another address: a link goes to the new address, a notice
-    to the current one. Nothing changes until the link is opened."""
+    to the current one. Nothing changes until the link is opened. Needs a recent sign-in
+    (and the second factor, when enrolled): else 401 ``insufficient_user_authentication``."""
     await get_authkeep(request).services.email_flows.email_change.request(
         principal.user,
         new_email=body.new_email,

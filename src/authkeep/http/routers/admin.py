@@ -23,8 +23,14 @@ from starlette.types import Scope
 from authkeep.db.users import UserRecord
 from authkeep.http.deps import CurrentPrincipal, Info, get_authkeep
 from authkeep.http.fields import CleanText
-from authkeep.http.org_schemas import AdminUserOut, AdminUserPage, AdminUserPatch
-from authkeep.services.platform_admin import MAX_PAGE, PlatformAdmin
+from authkeep.http.org_schemas import (
+    AdminMfaResetIn,
+    AdminUserOut,
+    AdminUserPage,
+    AdminUserPatch,
+)
+from authkeep.services.authn import Principal
+from authkeep.services.platform_admin import MAX_PAGE, PlatformAdmin, require_superuser
 
 log = structlog.get_logger("authkeep.admin")
 
@@ -80,8 +86,29 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+_WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    401: {
+        "description": "Not authenticated; or the sign-in is not recent (or lacks the second "
+        "factor): `insufficient_user_authentication`, step up and retry"
+    },
+}
+
+
 def _admin(request: Request) -> PlatformAdmin:
     return get_authkeep(request).services.platform_admin
+
+
+async def _recent_admin(request: Request, principal: CurrentPrincipal) -> Principal:
+    # Writes only. Authorization first (a non-admin hears 403, not an invitation to step up
+    # for nothing), then a recent sign-in: a stolen admin token past its step-up age, or
+    # one without the admin's second factor, changes no account.
+    require_superuser(principal)
+    get_authkeep(request).services.step_up.require(principal)
+    return principal
+
+
+RecentAdmin = Annotated[Principal, Depends(_recent_admin)]
 
 
 def admin_user_out(user: UserRecord) -> AdminUserOut:
@@ -121,12 +148,12 @@ _SELF_CHANGE: dict[int | str, dict[str, Any]] = {
 
 
 @router.patch(
-    "/users/{user_id}", response_model=AdminUserOut, responses={**_ERRORS, **_SELF_CHANGE}
+    "/users/{user_id}", response_model=AdminUserOut, responses={**_WRITE_ERRORS, **_SELF_CHANGE}
 )
 async def update_user(
     user_id: uuid.UUID,
     body: AdminUserPatch,
-    principal: CurrentPrincipal,
+    principal: RecentAdmin,
     request: Request,
     info: Info,
 ) -> AdminUserOut:
@@ -138,11 +165,30 @@ async def update_user(
 @router.delete(
     "/users/{user_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={**_ERRORS, **_SELF_CHANGE},
+    responses={**_WRITE_ERRORS, **_SELF_CHANGE},
 )
 async def delete_user(
-    user_id: uuid.UUID, principal: CurrentPrincipal, request: Request, info: Info
+    user_id: uuid.UUID, principal: RecentAdmin, request: Request, info: Info
 ) -> Response:
     """Soft-delete a user (the row stays; sessions end at once)."""
     await _admin(request).delete(principal, user_id, info)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/users/{user_id}/mfa/reset",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=_WRITE_ERRORS,
+)
+async def reset_mfa(
+    user_id: uuid.UUID,
+    body: AdminMfaResetIn,
+    principal: RecentAdmin,
+    request: Request,
+    info: Info,
+) -> Response:
+    """Remove every second factor of a user who lost theirs (TOTP, recovery codes, passkeys,
+    pending MFA sign-ins): their sessions end at once, they are emailed, and the ``reason``
+    goes to the audit log. They sign in with their password alone and enrol again."""
+    await _admin(request).reset_mfa(principal, user_id, body.reason, info)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

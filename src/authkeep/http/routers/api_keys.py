@@ -4,15 +4,16 @@ session). The rules live in :class:`authkeep.services.api_keys.ApiKeys`."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 
 from authkeep.db.api_keys import ApiKeyRecord
 from authkeep.http.authz import SessionOrgAdmin
 from authkeep.http.deps import Info, get_authkeep
 from authkeep.http.org_schemas import ApiKeyCreatedOut, ApiKeyIn, ApiKeyOut
 from authkeep.security.permissions import Role
+from authkeep.services.authz import OrgAccess
 
 router = APIRouter(prefix="/api-keys", tags=["api-keys"])
 
@@ -20,6 +21,24 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Not authenticated"},
     403: {"description": "Not an admin of the active organization, or an API key"},
 }
+_CREATE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    401: {
+        "description": "Not authenticated; or the sign-in is not recent (or lacks the second "
+        "factor): `insufficient_user_authentication`, step up and retry"
+    },
+}
+
+
+async def _recent_org_admin(request: Request, access: SessionOrgAdmin) -> OrgAccess:
+    # Authorization first, then the step-up: a member who may not create keys hears 403, not
+    # an invitation to re-authenticate for nothing. A key outlives the session that made it,
+    # so a stolen session must not mint one without a recent sign-in.
+    get_authkeep(request).services.step_up.require(access.principal)
+    return access
+
+
+RecentOrgAdmin = Annotated[OrgAccess, Depends(_recent_org_admin)]
 
 
 def key_out(record: ApiKeyRecord) -> ApiKeyOut:
@@ -39,12 +58,16 @@ def key_out(record: ApiKeyRecord) -> ApiKeyOut:
 
 
 @router.post(
-    "", response_model=ApiKeyCreatedOut, status_code=status.HTTP_201_CREATED, responses=_ERRORS
+    "",
+    response_model=ApiKeyCreatedOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=_CREATE_ERRORS,
 )
 async def create_key(
-    body: ApiKeyIn, access: SessionOrgAdmin, request: Request, info: Info
+    body: ApiKeyIn, access: RecentOrgAdmin, request: Request, info: Info
 ) -> ApiKeyCreatedOut:
-    """Create a key; the response is the only time ``key`` is shown."""
+    """Create a key; the response is the only time ``key`` is shown. Needs a recent sign-in
+    (and the second factor, when enrolled)."""
     created = await get_authkeep(request).services.api_keys.create(
         access, name=body.name, role=Role(body.role), expires_at=body.expires_at, info=info
     )

@@ -10,11 +10,13 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response, status
 
 from authkeep.db.users import UserRecord
-from authkeep.http.deps import CurrentPrincipal, Info, get_authkeep
+from authkeep.http.deps import CurrentPrincipal, Info, RecentPrincipal, get_authkeep
 from authkeep.http.email_schemas import AcceptedOut
 from authkeep.http.limits import limit_per_ip, limit_per_user, report_of
+from authkeep.http.mfa_schemas import MfaRequiredOut
 from authkeep.http.schemas import (
     LoginIn,
+    MeOut,
     PasswordChangeIn,
     PasswordStrengthIn,
     PasswordStrengthOut,
@@ -24,7 +26,7 @@ from authkeep.http.schemas import (
     TokenOut,
     UserOut,
 )
-from authkeep.services.sessions import TokenPair
+from authkeep.services.sessions import MfaPending, TokenPair
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -57,7 +59,13 @@ def user_out(user: UserRecord) -> UserOut:
         is_active=user.is_active,
         created_at=user.created_at,
         email_verified=user.email_verified,
+        mfa_enabled=user.mfa_enabled,
     )
+
+
+def mfa_required_out(pending: MfaPending) -> MfaRequiredOut:
+    """The public view of a login waiting for its second factor."""
+    return MfaRequiredOut(mfa_token=pending.mfa_token, methods=pending.methods)
 
 
 def token_out(pair: TokenPair) -> TokenOut:
@@ -72,10 +80,12 @@ def token_out(pair: TokenPair) -> TokenOut:
 
 # First: routes are matched in declaration order (twice: once to pick the router, once
 # inside it), and this is the most frequent request.
-@router.get("/me", response_model=UserOut, responses=_401)
-async def me(principal: CurrentPrincipal) -> UserOut:
-    """The current user."""
-    return user_out(principal.user)
+@router.get("/me", response_model=MeOut, responses=_401)
+async def me(principal: CurrentPrincipal, request: Request) -> MeOut:
+    """The current user, with the required consents they have not given at their current
+    version (computed here only: one query, none when no purpose is required)."""
+    outstanding = await get_authkeep(request).services.consents.outstanding(principal.user.id)
+    return MeOut(**user_out(principal.user).model_dump(), consents_outstanding=outstanding)
 
 
 REGISTER_ACCEPTED = "Check your email to continue: we sent you a link"
@@ -96,23 +106,28 @@ async def register(body: RegisterIn, request: Request, info: Info) -> AcceptedOu
         email=body.email,
         password=body.password,
         full_name=body.full_name,
+        consents=body.consents,
         info=info,
         report=report_of(request.scope),
     )
     return AcceptedOut(detail=REGISTER_ACCEPTED)
 
 
-@router.post("/login", response_model=TokenOut, responses=_LOGIN)
-async def login(body: LoginIn, request: Request, info: Info) -> TokenOut:
-    """Exchange email and password for an access and a refresh token."""
-    pair = await get_authkeep(request).services.login_throttle.login(
+@router.post("/login", response_model=TokenOut | MfaRequiredOut, responses=_LOGIN)
+async def login(body: LoginIn, request: Request, info: Info) -> TokenOut | MfaRequiredOut:
+    """Exchange email and password for an access and a refresh token. For an account with
+    a second factor: ``{"mfa_required": true, "mfa_token", "methods"}`` and no token;
+    ``POST /auth/mfa/verify`` (or a passkey) finishes the login (docs/mfa.md)."""
+    result = await get_authkeep(request).services.login_throttle.login(
         body.email,
         body.password,
         info,
         report_of(request.scope),
         challenge_solution=body.challenge_solution,
     )
-    return token_out(pair)
+    if isinstance(result, MfaPending):
+        return mfa_required_out(result)
+    return token_out(result)
 
 
 @router.post(
@@ -152,9 +167,10 @@ async def logout_all(principal: CurrentPrincipal, request: Request, info: Info) 
     dependencies=[Depends(limit_per_user("password_change"))],
 )
 async def change_password(
-    body: PasswordChangeIn, principal: CurrentPrincipal, request: Request, info: Info
+    body: PasswordChangeIn, principal: RecentPrincipal, request: Request, info: Info
 ) -> Response:
-    """Change the password; every other session ends."""
+    """Change the password; every other session ends. Needs a recent sign-in (and the
+    second factor, when enrolled): else 401 ``insufficient_user_authentication``."""
     await get_authkeep(request).services.accounts.change_password(
         principal.user,
         current_password=body.current_password,

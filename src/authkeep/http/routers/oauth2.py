@@ -30,6 +30,7 @@ from authkeep.http.routers.auth import token_out
 from authkeep.http.schemas import TokenOut
 from authkeep.services.api_keys import looks_like_key
 from authkeep.services.authn import Principal
+from authkeep.services.sessions import MfaPending
 
 router = APIRouter(prefix="/auth", tags=["oauth2"], route_class=OAuth2Route)
 discovery_router = APIRouter(tags=["oauth2"])
@@ -67,6 +68,24 @@ _TOKEN_ERRORS: dict[int | str, dict[str, Any]] = {
         "`unsupported_grant_type`, `invalid_scope`, `invalid_grant` (wrong email or "
         "password, unverified email, bad or spent refresh token), `challenge_required`"
     ),
+    403: {
+        "description": "`mfa_required`: the password was right and the account has a second "
+        "factor; finish with `POST /api/v1/auth/mfa/verify` and the `mfa_token` (docs/mfa.md)",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "error": {"type": "string", "enum": ["mfa_required"]},
+                        "error_description": {"type": "string"},
+                        "mfa_token": {"type": "string"},
+                        "methods": {"type": "array", "items": {"type": "string"}},
+                    },
+                    "required": ["error", "error_description", "mfa_token", "methods"],
+                }
+            }
+        },
+    },
     429: _oauth2_error("`temporarily_unavailable`: a login limit; see Retry-After"),
     503: _oauth2_error("`temporarily_unavailable`: a dependency does not answer; see Retry-After"),
 }
@@ -86,6 +105,23 @@ async def _form_only(request: Request) -> None:
 
 FormOnly = Depends(_form_only)
 
+MFA_REQUIRED = "Multi-factor authentication required: finish with POST /api/v1/auth/mfa/verify"
+
+
+def mfa_required_response(pending: MfaPending) -> JSONResponse:
+    """The password grant's answer for an account with a second factor: 403
+    ``mfa_required`` with the ``mfa_token`` (Auth0's shape; RFC 6749 §5.2 allows extension
+    error codes). No token is issued until the second step."""
+    return JSONResponse(
+        {
+            "error": "mfa_required",
+            "error_description": MFA_REQUIRED,
+            "mfa_token": pending.mfa_token,
+            "methods": pending.methods,
+        },
+        status_code=403,
+    )
+
 
 @router.post(
     "/token",
@@ -93,7 +129,9 @@ FormOnly = Depends(_form_only)
     responses=_TOKEN_ERRORS,
     dependencies=[FormOnly],
 )
-async def token(form: Annotated[TokenForm, Form()], request: Request, info: Info) -> TokenOut:
+async def token(
+    form: Annotated[TokenForm, Form()], request: Request, info: Info
+) -> TokenOut | JSONResponse:
     """OAuth2 token endpoint: ``grant_type=password`` (``username`` = email, ``password``)
     or ``grant_type=refresh_token`` (``refresh_token``). What Swagger UI's Authorize button
     and OAuth2 libraries (authlib, oauthlib) call. Errors are RFC 6749's
@@ -112,14 +150,16 @@ async def token(form: Annotated[TokenForm, Form()], request: Request, info: Info
             raise OAuth2Problem(
                 "invalid_request", "grant_type=password needs username and password"
             )
-        pair = await services.login_throttle.login(
+        result = await services.login_throttle.login(
             form.username,
             form.password,
             info,
             report_of(request.scope),
             challenge_solution=form.challenge_solution,
         )
-        return token_out(pair)
+        if isinstance(result, MfaPending):
+            return mfa_required_response(result)
+        return token_out(result)
     if form.refresh_token is None:
         raise OAuth2Problem("invalid_request", "grant_type=refresh_token needs refresh_token")
     # The same per-IP budget as POST /auth/refresh: two doors, one limit.

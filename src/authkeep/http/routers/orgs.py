@@ -23,6 +23,7 @@ from authkeep.http.org_schemas import (
     OrgCreatedOut,
     OrgIn,
     OrgOut,
+    OrgPatchIn,
     OrgTokenOut,
     SwitchOrgIn,
 )
@@ -34,7 +35,10 @@ switch_router = APIRouter(prefix="/auth", tags=["auth"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Not authenticated"},
-    403: {"description": "Not an admin of this organization, or an API key"},
+    403: {
+        "description": "Not an admin of this organization, or an API key; or the "
+        "organization requires a second factor the caller has not enrolled"
+    },
     404: {"description": "No such organization among the caller's (or no such member)"},
 }
 _LAST_ADMIN: dict[int | str, dict[str, Any]] = {
@@ -48,7 +52,13 @@ def _orgs(request: Request) -> Organizations:
 
 def org_out(org: OrgRecord) -> OrgOut:
     """The public view of an organization."""
-    return OrgOut(id=org.id, name=org.name, created_at=org.created_at, role=org.role)
+    return OrgOut(
+        id=org.id,
+        name=org.name,
+        created_at=org.created_at,
+        role=org.role,
+        require_mfa=org.require_mfa,
+    )
 
 
 def member_out(member: MemberRecord) -> MemberOut:
@@ -94,12 +104,28 @@ async def get_org(org_id: uuid.UUID, principal: CurrentPrincipal, request: Reque
     return org_out(await _orgs(request).get(principal, org_id))
 
 
-@router.patch("/{org_id}", response_model=OrgOut, responses=_ERRORS)
-async def rename_org(
-    org_id: uuid.UUID, body: OrgIn, principal: CurrentPrincipal, request: Request, info: Info
+@router.patch(
+    "/{org_id}",
+    response_model=OrgOut,
+    responses={
+        **_ERRORS,
+        401: {
+            "description": "Not authenticated; or, to set `require_mfa`, the sign-in is not "
+            "recent (or lacks the second factor): `insufficient_user_authentication`"
+        },
+    },
+)
+async def update_org(
+    org_id: uuid.UUID, body: OrgPatchIn, principal: CurrentPrincipal, request: Request, info: Info
 ) -> OrgOut:
-    """Rename an organization (admins)."""
-    return org_out(await _orgs(request).rename(principal, org_id, body.name, info))
+    """Rename an organization and/or set its two-factor policy (admins). With
+    ``require_mfa``, members without a second factor get 403 on the organization's routes
+    until they enrol one; setting it needs a recent sign-in (step-up). An admin can always
+    turn it off."""
+    org = await _orgs(request).update(
+        principal, org_id, name=body.name, require_mfa=body.require_mfa, info=info
+    )
+    return org_out(org)
 
 
 @router.delete("/{org_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_ERRORS)

@@ -12,6 +12,7 @@ from authkeep.db.engine import Database
 from authkeep.security.passwords import PasswordHasher
 from authkeep.services.accounts import Accounts
 from authkeep.services.audit import AuditLog
+from authkeep.services.consents import Consents
 from authkeep.services.email_flows.config import EmailFlowConfig
 from authkeep.services.email_flows.email_change import EmailChange
 from authkeep.services.email_flows.limits import MailLimits
@@ -49,8 +50,10 @@ class EmailFlows:
         *,
         publish: Publish,
         users_changed: Publish,
+        consents: Consents | None = None,
     ) -> EmailFlows:
-        """The three flows as ``settings`` configure them."""
+        """The three flows as ``settings`` configure them; ``consents`` are what sign-up
+        records (None: no consent purpose)."""
         config = EmailFlowConfig.from_settings(settings)
         return cls(
             signup=SignUp(
@@ -63,6 +66,7 @@ class EmailFlows:
                 audit,
                 config,
                 users_changed=users_changed,
+                consents=consents,
             ),
             recovery=PasswordRecovery(
                 db,

@@ -15,7 +15,7 @@ verify (and a fresh link is queued, within the same limit).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 import structlog
 
@@ -28,6 +28,7 @@ from authkeep.security.emails import email_key
 from authkeep.security.passwords import PasswordHasher
 from authkeep.services.accounts import Accounts, valid_email
 from authkeep.services.audit import SYSTEM, Action, Actor, AuditEvent, AuditLog
+from authkeep.services.consents import ConsentPolicy, Consents
 from authkeep.services.context import RequestInfo
 from authkeep.services.email_flows.config import EmailFlowConfig
 from authkeep.services.email_flows.intents import IntentAction, queue_intent
@@ -56,6 +57,7 @@ class SignUp:
         config: EmailFlowConfig,
         *,
         users_changed: Publish,
+        consents: Consents | None = None,
     ) -> None:
         self._db = db
         self._hasher = hasher
@@ -66,6 +68,8 @@ class SignUp:
         self._audit = audit
         self._config = config
         self._users_changed = users_changed
+        # None: no consent purpose configured (a sign-up that sends consents is refused).
+        self._consents = consents if consents is not None else Consents(db, audit, ConsentPolicy())
 
     @property
     def config(self) -> EmailFlowConfig:
@@ -78,12 +82,19 @@ class SignUp:
         email: str,
         password: str,
         full_name: str | None = None,
+        consents: Mapping[str, str] | None = None,
         info: RequestInfo | None = None,
         report: LimitReport | None = None,
     ) -> None:
         """Create an account, or mail the owner of the taken address; the caller cannot
         tell which happened. FieldError for a malformed address or a rejected password
-        (alike for both), RateLimited when the client's mail budget is spent."""
+        (alike for both), RateLimited when the client's mail budget is spent.
+
+        ``consents`` (purpose -> the version the user agreed to) are checked first, before
+        anything about the address, so their FieldError says nothing about it; they are
+        recorded (and audited) for a new account only: the owner of a taken address decided
+        their consents themselves."""
+        grants = self._consents.policy.signup_grants(consents)
         stored = valid_email(email)
         await self._accounts.valid_password(password, email=stored, full_name=full_name)
         key = email_key(stored)
@@ -124,6 +135,8 @@ class SignUp:
                     self._outbox, conn, action=action, email_key=key, token=token, info=info
                 )
             await self._audit.record(conn, event, info)
+            if user is not None:
+                await self._consents.record_signup(conn, user.id, grants, info)
         if user is not None:
             log.info("user_registered", user_id=str(user.id))
         else:

@@ -30,6 +30,9 @@ TEMPLATE_NAMES = frozenset(
         "signup_attempt_existing",
         "invitation",
         "password_changed",
+        "recovery_code_used",
+        "mfa_reset",
+        "webhook_disabled",
     }
 )
 """The messages authkeep sends (each the stem of three template files)."""

@@ -1,8 +1,9 @@
-"""The transactional outbox: one queue for every message authkeep sends (emails; webhooks
-later), written in the transaction of the change that causes it and delivered by workers.
+"""The transactional outbox: one queue for every message authkeep sends (emails and
+webhooks), written in the transaction of the change that causes it and delivered by workers.
 
 * :class:`Outbox` — enqueue on the caller's connection;
-* :class:`OutboxWorker` — claim, deliver, retry with :class:`Backoff`, give up (dead);
+* :class:`OutboxWorker` — claim, deliver, retry with :class:`Backoff` (or a kind's
+  :class:`RetrySchedule`), give up (dead);
 * :class:`HandlerRegistry` — a :class:`Handler` per message kind;
 * :class:`Delivery` (``authkeep.services.delivery``) wires them for a running authkeep.
 
@@ -10,7 +11,7 @@ See ``docs/email.md`` for the guarantees.
 """
 
 from authkeep.db.outbox import ClaimedMessage
-from authkeep.services.outbox.backoff import Backoff
+from authkeep.services.outbox.backoff import Backoff, RetrySchedule
 from authkeep.services.outbox.handlers import (
     DeliveryError,
     Handler,
@@ -29,4 +30,5 @@ __all__ = [
     "Outbox",
     "OutboxWorker",
     "PermanentDeliveryError",
+    "RetrySchedule",
 ]

@@ -76,9 +76,15 @@ class Outbox:
             self._after_commit(conn, kind)
         return message_id
 
-    def _after_commit(self, conn: AsyncConnection, kind: str) -> None:
+    def announce(self, conn: AsyncConnection, kind: str, count: int = 1) -> None:
+        """Count ``count`` messages of ``kind`` written on ``conn`` by other means than
+        :meth:`enqueue` (on PostgreSQL the webhook events are written by a trigger at
+        COMMIT) and wake the listeners, once the transaction has committed."""
+        self._after_commit(conn, kind, count)
+
+    def _after_commit(self, conn: AsyncConnection, kind: str, count: int = 1) -> None:
         def committed() -> None:
-            metrics.OUTBOX_MESSAGES.labels(kind, "queued").inc()
+            metrics.OUTBOX_MESSAGES.labels(kind, "queued").inc(count)
             for listener in self._listeners:
                 try:
                     listener()

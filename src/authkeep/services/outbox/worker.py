@@ -21,7 +21,7 @@ import asyncio
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
 import structlog
@@ -31,7 +31,7 @@ from authkeep.db import outbox as outbox_rows
 from authkeep.db.base import utcnow
 from authkeep.db.engine import Database, is_unavailable
 from authkeep.db.outbox import ClaimedMessage
-from authkeep.services.outbox.backoff import Backoff
+from authkeep.services.outbox.backoff import Backoff, RetrySchedule
 from authkeep.services.outbox.handlers import (
     DeliveryError,
     HandlerRegistry,
@@ -71,6 +71,7 @@ class OutboxWorker:
         max_attempts: int = 12,
         poll_seconds: float = 1.0,
         backoff: Backoff | None = None,
+        retry: Mapping[str, RetrySchedule] | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.name = (name or default_worker_name())[:64]
@@ -84,6 +85,9 @@ class OutboxWorker:
         self._max_attempts = max_attempts
         self._poll_seconds = poll_seconds
         self._backoff = backoff or Backoff()
+        # Kinds with a schedule of their own (webhooks); every other kind backs off
+        # exponentially. ``max_attempts`` caps every kind.
+        self._retry = dict(retry or {})
         self._clock = clock
         self._wake = asyncio.Event()
 
@@ -173,8 +177,13 @@ class OutboxWorker:
     async def _failed(self, message: ClaimedMessage, exc: Exception) -> None:
         error = describe(exc)
         permanent = isinstance(exc, PermanentDeliveryError)
-        dead = permanent or message.attempts >= self._max_attempts
-        retry_at = None if dead else self._clock() + self._backoff.delay(message.attempts)
+        schedule = self._retry.get(message.kind)
+        last = self._max_attempts
+        if schedule is not None:
+            last = min(last, schedule.max_attempts)
+        dead = permanent or message.attempts >= last
+        wait = (schedule or self._backoff).delay(message.attempts)
+        retry_at = None if dead else self._clock() + wait
         handler = self._handlers[message.kind]
         async with self._db.transaction() as conn:
             await outbox_rows.mark_failed(

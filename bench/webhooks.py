@@ -1,0 +1,393 @@
+"""What webhooks deliver, and what writing events adds to an audited change (PostgreSQL).
+
+    .venv/bin/python bench/webhooks.py [--events 1000] [--writes 2000] [--seconds 5] [--rounds 3]
+
+A counting receiver (``bench/webhook_sink.py``, a process of its own on loopback) gets every
+delivery; it counts requests and distinct ``webhook-id`` headers, so a duplicate shows.
+
+1. **Delivery throughput.** One platform endpoint (every event) points at the receiver.
+   ``--events`` audited changes are committed in one transaction into a fresh PostgreSQL
+   database — each becomes an event, fanned out by a worker into a delivery, posted, signed —
+   and 1 or 4 ``authkeep worker`` processes, started beforehand and idle (polling every
+   0.1 s), deliver them; events/s = events ÷ (arrival of the last one − the commit). The two
+   worker counts alternate within each of ``--rounds`` rounds; the median is reported.
+2. **Writing events on the audited write path, in the database.** ``--writes`` sequential
+   transactions, each a one-row change and its audit row (a password change: an event of the
+   catalogue), on one connection, three ways: no audit row, audit row without events
+   (``AUTHKEEP_WEBHOOKS_ENABLED=false``), audit row with its event (the default). On
+   PostgreSQL the event rides on the audit row's pending insert and the COMMIT trigger writes
+   it into the outbox: no extra round trip. Ways alternate within rounds; medians.
+3. **The same over HTTP.** wrk creates API keys (``POST /api/v1/api-keys``: an audited
+   change, ``api_key.created``, no password hashing) against two servers, webhooks on and
+   off, each its own database, no outbox worker (only the writing is priced), one uvicorn
+   worker each; servers alternate within rounds.
+
+Target: events add at most 5 % on top of the audit log. Everything — PostgreSQL, workers,
+receiver, wrk — shares this machine's cores, and the machine is shared: read the spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import (
+    TEST_SECRET,
+    WrkResult,
+    alternate_rounds,
+    free_port,
+    median_run,
+    pg,
+    rounds_note,
+    server,
+    uvicorn_command,
+    wrk,
+)
+from outbox import _stop, clean_env, database, workers
+from webhook_sink import SinkStats, stats
+
+BENCH = Path(__file__).resolve().parent
+WORKER_COUNTS = (1, 4)
+DELIVERY_TIMEOUT = 600.0
+PASSWORD = "load-test passphrase, long enough"
+KEY_CONNECTIONS = 16
+WAYS = ("no audit", "audit, webhooks off", "audit + event")
+
+# wrk.format() with a headers table ignores the command line's -H: the token goes here.
+CREATE_KEY_LUA = """
+request = function()
+  return wrk.format("POST", "/api/v1/api-keys",
+    {["Content-Type"] = "application/json", ["Authorization"] = "Bearer %s"},
+    '{"name": "bench"}')
+end
+"""
+
+
+def base_env(database_url: str) -> dict[str, str]:
+    """A server's or worker's settings: PostgreSQL, loopback endpoints allowed."""
+    return {
+        "AUTHKEEP_ENV": "test",
+        "AUTHKEEP_SECRET_KEY": TEST_SECRET,
+        "AUTHKEEP_DATABASE_URL": database_url,
+        "AUTHKEEP_LOG_LEVEL": "WARNING",
+        "AUTHKEEP_RATE_LIMIT_ENABLED": "false",
+        "AUTHKEEP_EMAIL_VERIFICATION": "optional",
+        "AUTHKEEP_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
+        "AUTHKEEP_OUTBOX_POLL_SECONDS": "0.1",
+    }
+
+
+@contextlib.contextmanager
+def sink() -> Iterator[int]:
+    """The counting receiver in its own process; yields its port."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(BENCH / "webhook_sink.py"), "--port", str(port)],
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                stats(port)
+                break
+            except Exception:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the webhook sink did not start") from None
+                time.sleep(0.1)
+        yield port
+    finally:
+        _stop(proc)
+
+
+def _settings(database_url: str) -> object:
+    from authkeep import Settings
+
+    return Settings(
+        _env_file=None,
+        env="test",
+        secret_key=TEST_SECRET,
+        database_url=database_url,
+        webhook_allowed_networks=["127.0.0.0/8"],
+    )
+
+
+async def _endpoint(database_url: str, url: str) -> None:
+    """A platform endpoint (every event) at ``url``, its secret sealed as the workers will
+    open it (test settings: the data key derives from the shared secret)."""
+    from authkeep.db import webhooks as rows
+    from authkeep.db.base import utcnow
+    from authkeep.db.engine import Database
+    from authkeep.services.webhooks import signing
+    from authkeep.wiring import build_data_box, build_secret_ring
+
+    settings = _settings(database_url)
+    box = build_data_box(settings, build_secret_ring(settings))  # type: ignore[arg-type]
+    db = Database(database_url)
+    try:
+        endpoint_id = uuid.uuid4()
+        async with db.transaction() as conn:
+            await rows.insert_endpoint(
+                conn,
+                endpoint_id=endpoint_id,
+                org_id=None,
+                url=url,
+                description="bench",
+                event_types=[],
+                secret_sealed=signing.seal(box, signing.new_secret(), endpoint_id),
+                created_by=None,
+                now=utcnow(),
+            )
+    finally:
+        await db.close()
+
+
+def _event(user: uuid.UUID) -> object:
+    from authkeep.services.audit import Action, Actor, AuditEvent
+
+    return AuditEvent(
+        Action.PASSWORD_CHANGED,
+        actor=Actor(user),
+        entity_type="user",
+        entity_id=user,
+        details={"sessions_ended": 1},
+    )
+
+
+async def _commit_events(database_url: str, count: int) -> float:
+    """``count`` audited changes (events) in one transaction; the commit's time."""
+    from authkeep.db.engine import Database
+    from authkeep.services.audit import AuditLog
+    from authkeep.services.outbox import Outbox
+    from authkeep.services.webhooks import WebhookEvents
+
+    db = Database(database_url)
+    try:
+        audit = AuditLog(db, events=WebhookEvents(Outbox()))
+        async with db.transaction() as conn:
+            for _ in range(count):
+                await audit.record(conn, _event(uuid.uuid4()))  # type: ignore[arg-type]
+        return time.monotonic()
+    finally:
+        await db.close()
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """One delivery run."""
+
+    workers: int
+    events: int
+    seconds: float
+    duplicates: int
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
+
+def deliver(count: int, database_url: str, sink_port: int, events: int, workdir: Path) -> Delivered:
+    """``events`` committed at once, delivered by ``count`` workers: how fast."""
+    pg("TRUNCATE outbox", database_url.rsplit("/", 1)[1])
+    with workers(count, base_env(database_url), workdir):
+        before = stats(sink_port)
+        committed = asyncio.run(_commit_events(database_url, events))
+        deadline = time.monotonic() + DELIVERY_TIMEOUT
+        now: SinkStats = before
+        while now.distinct - before.distinct < events:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{now.distinct - before.distinct}/{events} delivered")
+            time.sleep(0.05)
+            now = stats(sink_port)
+    got = now.requests - before.requests
+    return Delivered(count, events, now.last - committed, got - (now.distinct - before.distinct))
+
+
+async def _writes(database_url: str, way: str, count: int) -> float:
+    """Median microseconds of one audited change, ``way`` of :data:`WAYS`."""
+    from sqlalchemy import text
+
+    from authkeep.db.engine import Database
+    from authkeep.services.audit import AuditLog
+    from authkeep.services.outbox import Outbox
+    from authkeep.services.webhooks import WebhookEvents
+
+    db = Database(database_url, pool_size=1)
+    try:
+        audit = AuditLog(db, events=WebhookEvents(Outbox(), enabled=way == WAYS[2]))
+        user = uuid.uuid4()
+        async with db.transaction() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO users (id, email, email_key, hashed_password, is_active, "
+                    "is_superuser, created_at, updated_at, mfa_enabled) VALUES (:id, :e, :e, "
+                    "'x', true, false, now(), now(), false)"
+                ),
+                {"id": user, "e": f"{user.hex}@example.com"},
+            )
+        change = text("UPDATE users SET updated_at = now() WHERE id = :id")
+        samples = []
+        for _ in range(count):
+            started = time.perf_counter()
+            async with db.transaction() as conn:
+                await conn.execute(change, {"id": user})
+                if way != WAYS[0]:
+                    await audit.record(conn, _event(user))  # type: ignore[arg-type]
+            samples.append(time.perf_counter() - started)
+        return statistics.median(samples) * 1e6
+    finally:
+        await db.close()
+
+
+def measure_writes(database_url: str, count: int, rounds: int) -> dict[str, list[float]]:
+    runs: dict[str, list[float]] = {way: [] for way in WAYS}
+    asyncio.run(_writes(database_url, WAYS[2], 200))  # warm-up
+    for _ in range(rounds):
+        for way in WAYS:
+            runs[way].append(asyncio.run(_writes(database_url, way, count)))
+    return runs
+
+
+@dataclass(frozen=True)
+class KeyTarget:
+    """One server of the HTTP comparison, with an org admin's fresh token."""
+
+    name: str
+    base: str
+    token: str
+
+    def run(self, seconds: int) -> WrkResult:
+        return wrk(
+            self.base + "/api/v1/api-keys",
+            seconds=seconds,
+            connections=KEY_CONNECTIONS,
+            script=CREATE_KEY_LUA % self.token,
+        )
+
+
+def _org_admin(base: str) -> str:
+    import httpx
+
+    body = {"email": f"admin-{uuid.uuid4().hex[:8]}@example.com", "password": PASSWORD}
+    httpx.post(base + "/api/v1/auth/register", json=body, timeout=30).raise_for_status()
+    token = httpx.post(base + "/api/v1/auth/login", json=body, timeout=30).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    org = httpx.post(base + "/api/v1/orgs", json={"name": "Bench"}, headers=headers, timeout=30)
+    org.raise_for_status()
+    switched = httpx.post(
+        base + "/api/v1/auth/switch-org",
+        json={"org_id": org.json()["id"]},
+        headers=headers,
+        timeout=30,
+    )
+    switched.raise_for_status()
+    return str(switched.json()["access_token"])
+
+
+@contextlib.contextmanager
+def key_server(name: str, stack: contextlib.ExitStack) -> Iterator[KeyTarget]:
+    url = stack.enter_context(database())
+    env = {**base_env(url), "AUTHKEEP_OUTBOX_IN_PROCESS": "false"}
+    if name == "webhooks off":
+        env["AUTHKEEP_WEBHOOKS_ENABLED"] = "false"
+    port = free_port()
+    command = uvicorn_command("authkeep.http.app:create_app", port, factory=True)
+    with server(command, port=port, env=clean_env(env), cwd=BENCH) as base:
+        yield KeyTarget(name, base, _org_admin(base))
+
+
+def measure_keys(seconds: int, rounds: int) -> dict[str, list[WrkResult]]:
+    with contextlib.ExitStack() as stack:
+        targets = [
+            stack.enter_context(key_server(n, stack)) for n in ("webhooks off", "webhooks on")
+        ]
+        for target in targets:
+            target.run(2)  # warm-up
+        measurements: dict[str, Callable[[], WrkResult]] = {
+            t.name: functools.partial(t.run, seconds) for t in targets
+        }
+        return alternate_rounds(measurements, rounds)
+
+
+def main() -> None:
+    """Measure delivery, the database write path and the HTTP write path; print them."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--events", type=int, default=1000, help="events per delivery run")
+    parser.add_argument("--writes", type=int, default=2000, help="transactions per write run")
+    parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
+    parser.add_argument("--skip-http", action="store_true", help="no wrk comparison")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="authkeep-bench-webhooks-") as tmp, sink() as port:
+        workdir = Path(tmp)
+        delivered: dict[int, list[Delivered]] = {count: [] for count in WORKER_COUNTS}
+        with database() as url:
+            asyncio.run(_endpoint(url, f"http://127.0.0.1:{port}/hooks"))
+            for _ in range(args.rounds):
+                for count in WORKER_COUNTS:
+                    delivered[count].append(deliver(count, url, port, args.events, workdir))
+        with database() as url:
+            writes = measure_writes(url, args.writes, args.rounds)
+    keys = {} if args.skip_http else measure_keys(args.seconds, args.rounds)
+
+    print(
+        f"webhook delivery to a local receiver (own process), PostgreSQL: {args.events} "
+        f"events committed at once, {args.rounds} alternating rounds, median"
+    )
+    print(f"{'workers':>7} {'events/s':>9} {'runs (events/s)':<28} {'duplicates':>10}")
+    medians: dict[int, float] = {}
+    for count, runs in delivered.items():
+        medians[count] = statistics.median(r.rate for r in runs)
+        each = ", ".join(f"{r.rate:.0f}" for r in runs)
+        dups = sum(r.duplicates for r in runs)
+        print(f"{count:>7} {medians[count]:>9.0f} {each:<28} {dups:>10}")
+    print(f"4 workers / 1 worker: {medians[4] / medians[1]:.2f}x")
+    print()
+    print(
+        f"one audited change (UPDATE + audit row), {args.writes} sequential transactions "
+        f"per run, {args.rounds} alternating rounds, median of run medians (µs)"
+    )
+    audit_only = statistics.median(writes[WAYS[1]])
+    for way in WAYS:
+        value = statistics.median(writes[way])
+        runs = ", ".join(f"{v:.0f}" for v in writes[way])
+        note = f"{value / audit_only - 1:+.1%} vs audit only" if way == WAYS[2] else ""
+        print(f"{way:<22} {value:>8.0f}  ({runs}) {note}")
+    if keys:
+        print()
+        print(
+            f"POST /api/v1/api-keys (audited, event api_key.created): wrk -t2 "
+            f"-c{KEY_CONNECTIONS} -d{args.seconds}s, {rounds_note(args.rounds)}, "
+            "one uvicorn worker, PostgreSQL, no outbox worker"
+        )
+        print(f"{'server':<14} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+        off = median_run(keys["webhooks off"])
+        for name, runs in keys.items():
+            run = median_run(runs)
+            errors = sum(r.errors for r in runs)
+            print(
+                f"{name:<14} {run.requests_per_second:>7.0f} {run.p50_ms:>8.2f} "
+                f"{run.p99_ms:>8.2f} {errors:>8d}"
+            )
+        on = median_run(keys["webhooks on"])
+        throughput = on.requests_per_second / off.requests_per_second - 1
+        print(
+            f"webhooks on vs off: throughput {throughput:+.1%}, "
+            f"p50 {on.p50_ms / off.p50_ms - 1:+.1%}; target: at most 5 % slower"
+        )
+
+
+if __name__ == "__main__":
+    main()
