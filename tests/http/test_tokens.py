@@ -99,7 +99,8 @@ async def test_a_valid_token_works(client: httpx.AsyncClient, app: FastAPI) -> N
     pair, _ = await setup(client, app)
     response = await client.get(ME, headers=bearer(pair["access_token"]))
     assert response.status_code == 200
-    assert response.json() == pair["user"]
+    # GET /me is the user of the login, plus the consents still outstanding (none here).
+    assert response.json() == {**pair["user"], "consents_outstanding": []}
     assert response.headers["cache-control"] == "no-store"
     # The scheme is case-insensitive (RFC 7235).
     lower = await client.get(ME, headers={"Authorization": f"bearer {pair['access_token']}"})
