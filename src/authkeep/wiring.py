@@ -23,6 +23,7 @@ from authkeep.db.engine import Database
 from authkeep.db.users import UserRecord
 from authkeep.security.data_keys import SecretBox
 from authkeep.security.email_tokens import EmailTokenKey
+from authkeep.security.envelope import Envelope
 from authkeep.security.key_ring import SecretRing
 from authkeep.security.keys import KeyRing
 from authkeep.security.passwords import Argon2Params, PasswordHasher
@@ -96,6 +97,8 @@ class Services:
     """Token revocation (RFC 7009) and introspection (RFC 7662)."""
     data_box: SecretBox
     """Seals stored secrets (MFA, webhook signing secrets) with the data keys."""
+    envelope: Envelope
+    """Personal data at rest: user keys wrapped by the data keys, the email blind index."""
     step_up: StepUpPolicy
     """Sensitive routes: a recent sign-in, with the second factor when the user has one."""
     step_ups: StepUp
@@ -240,6 +243,7 @@ async def recent_revocations(db: Database, ttl: int) -> list[tuple[str, int]]:
 async def build_services(s: Settings, secret_ring: SecretRing, keys: KeyRing) -> Services:
     """Open the database, Redis and the hashing pool, and build every service on them."""
     data_box = build_data_box(s, secret_ring)
+    envelope = Envelope(data_box)
     db, redis = await open_connections(s)
     hasher = await asyncio.to_thread(
         PasswordHasher,
@@ -382,6 +386,7 @@ async def build_services(s: Settings, secret_ring: SecretRing, keys: KeyRing) ->
         email_flows=flows,
         oauth2=OAuth2Tokens(codec, sessions, authenticator),
         data_box=data_box,
+        envelope=envelope,
         step_up=step_up,
         step_ups=StepUp(db, hasher, codec, audit, login_throttle, totp=totp),
         totp=totp,

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Text,
     UniqueConstraint,
     Uuid,
 )
@@ -33,9 +34,9 @@ class User(Base):
     __tablename__ = "users"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    email: Mapped[str] = mapped_column(String(254), unique=True)
+    email: Mapped[str] = mapped_column(Text)
     email_key: Mapped[str] = mapped_column(String(254), unique=True)
-    full_name: Mapped[str | None] = mapped_column(String(200))
+    full_name: Mapped[str | None] = mapped_column(Text)
     hashed_password: Mapped[str] = mapped_column(String(255))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     is_superuser: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -47,6 +48,20 @@ class User(Base):
     # A confirmed TOTP factor or a passkey exists (kept by the MFA services; read with the
     # user, so the step-up check costs no query of its own).
     mfa_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+
+class UserKey(Base):
+    """An account's user key (``security/envelope.py``), wrapped by the master data-key ring.
+
+    Every personal value about the account is sealed with it; deleting the row is the
+    crypto-shredding step of an account's erasure. No foreign key: the purge deletes it
+    before the user row, and a backup policy may keep this table apart (docs/privacy.md)."""
+
+    __tablename__ = "user_keys"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    wrapped_key: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class AccountToken(Base):
@@ -62,7 +77,7 @@ class AccountToken(Base):
     )
     purpose: Mapped[str] = mapped_column(String(32))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    email: Mapped[str] = mapped_column(String(254))
+    email: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -82,8 +97,8 @@ class AuthSession(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_reason: Mapped[str | None] = mapped_column(String(32))
-    ip: Mapped[str | None] = mapped_column(String(45))
-    user_agent: Mapped[str | None] = mapped_column(String(256))
+    ip: Mapped[str | None] = mapped_column(Text)
+    user_agent: Mapped[str | None] = mapped_column(Text)
     # The active organization: access tokens issued by a refresh carry it (issue 5).
     org_id: Mapped[uuid.UUID | None] = mapped_column(
         Uuid, ForeignKey("organizations.id", ondelete="SET NULL")
@@ -143,7 +158,7 @@ class AuditEntry(Base):
     actor_user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
     actor_api_key_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     request_id: Mapped[str | None] = mapped_column(String(64))
-    ip: Mapped[str | None] = mapped_column(String(45))
+    ip: Mapped[str | None] = mapped_column(Text)
     action: Mapped[str] = mapped_column(String(64))
     entity_type: Mapped[str | None] = mapped_column(String(32))
     entity_id: Mapped[str | None] = mapped_column(String(64))
@@ -230,7 +245,7 @@ class Invitation(Base):
     organization_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("organizations.id", ondelete="CASCADE"), index=True
     )
-    email: Mapped[str] = mapped_column(String(254))
+    email: Mapped[str] = mapped_column(Text)
     email_key: Mapped[str] = mapped_column(String(254), index=True)
     role: Mapped[str] = mapped_column(String(16))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
