@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
-.PHONY: run test test-fast lint typecheck install lock clean audit sbom bench bench-spray bench-outbox bench-webhooks bench-mfa fuzz
+.PHONY: run test test-fast lint typecheck install lock clean audit sbom bench bench-spray bench-outbox bench-webhooks bench-mfa bench-privacy fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -90,6 +90,13 @@ MFA_ARGS ?= --seconds 4 --rounds 3
 bench-mfa: install
 	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk"; exit 1; }
 	$(BIN)/python bench/mfa.py $(MFA_ARGS)
+
+# Encryption at rest: login and the authenticated read against the revision before it (a
+# temporary git worktree), and rotate-data over 100,000 accounts (bench/README.md).
+PRIVACY_ARGS ?=
+bench-privacy: install
+	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk"; exit 1; }
+	$(BIN)/python bench/privacy.py $(PRIVACY_ARGS)
 
 # Webhook delivery (1 and 4 `authkeep worker`) to a local receiver, and what writing events
 # adds to an audited change, in the database and over HTTP; PostgreSQL (bench/README.md).

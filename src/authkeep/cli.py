@@ -173,11 +173,9 @@ def _admin_password() -> str:
 
 
 async def _create_admin(settings: Settings, email: str) -> str:
-    from authkeep.http.app import Authkeep
+    from authkeep.wiring import running
 
-    authkeep = Authkeep(settings)
-    services = await authkeep.start()
-    try:
+    async with running(settings) as services:
         async with services.db.transaction() as conn:
             found = await user_rows.get_credentials(conn, email_key_of(email))
             if found is not None:
@@ -193,8 +191,6 @@ async def _create_admin(settings: Settings, email: str) -> str:
             email=email, password=_admin_password(), is_superuser=True, email_verified=True
         )
         return f"created platform admin {user.email}"
-    finally:
-        await authkeep.stop()
 
 
 @app.command("create-admin")
@@ -228,12 +224,10 @@ def seed_demo() -> None:
     _run(lambda: _migrate(settings))
 
     async def seed() -> list[str]:
-        from authkeep.http.app import Authkeep
+        from authkeep.wiring import running
 
-        authkeep = Authkeep(settings)
-        services = await authkeep.start()
         created = []
-        try:
+        async with running(settings) as services:
             for email in DEMO_USERS:
                 try:
                     await services.accounts.register(
@@ -245,8 +239,6 @@ def seed_demo() -> None:
                     created.append(email)
                 except Conflict:
                     pass
-        finally:
-            await authkeep.stop()
         return created
 
     created = _run(seed)
@@ -292,14 +284,10 @@ def purge() -> None:
     settings = load_settings()
 
     async def run() -> tuple[int, int]:
-        from authkeep.http.app import Authkeep
+        from authkeep.wiring import running
 
-        authkeep = Authkeep(settings)
-        services = await authkeep.start()
-        try:
+        async with running(settings) as services:
             return await services.sessions.purge()
-        finally:
-            await authkeep.stop()
 
     sessions, tokens = _run(run)
     typer.echo(f"purged {sessions} sessions and {tokens} refresh tokens")
@@ -373,6 +361,84 @@ def keys_data_key(
         typer.echo(new_data_key_entry(key_id))
     except ValueError as exc:
         raise _fail(str(exc)) from None
+
+
+@keys_app.command("rotate-data")
+def keys_rotate_data(
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, max=100_000, help="Rows per transaction.")
+    ] = 500,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would change; change nothing.")
+    ] = False,
+    progress: Annotated[
+        bool | None,
+        typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal)."),
+    ] = None,
+) -> None:
+    """Re-encrypt stored personal data and secrets under the newest AUTHKEEP_DATA_KEYS entry,
+    in batches, while the service runs; an interrupted run goes on where it stopped. Put the
+    new key first on every worker before running it (docs/data-keys.md)."""
+    settings = load_settings()
+    _run(lambda: _rotate_data(settings, batch_size, dry_run=dry_run, progress=progress))
+
+
+async def _rotate_data(
+    settings: Settings, batch_size: int, *, dry_run: bool, progress: bool | None
+) -> None:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskID,
+        TimeRemainingColumn,
+    )
+
+    from authkeep.db.engine import Database
+    from authkeep.security.envelope import Envelope
+    from authkeep.services.privacy.rotation import DataRotation
+    from authkeep.wiring import build_data_box, build_secret_ring
+
+    envelope = Envelope(build_data_box(settings, build_secret_ring(settings)))
+    # The schema owner: row-level security would hide other organizations' rows.
+    db = Database(settings.migrations_url, tls=settings.migration_database_tls)
+    try:
+        rotation = DataRotation(db, envelope, batch_size=batch_size)
+        if dry_run:
+            for name, rows in (await rotation.pending()).items():
+                typer.echo(f"{name}: {rows} rows to re-encrypt")
+            typer.echo(f"audit rows on older keys: {await rotation.audit_rows_on_old_keys()}")
+            return
+        show = sys.stderr.isatty() if progress is None else progress
+        bar = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            disable=not show,
+        )
+        tasks: dict[str, TaskID] = {}
+
+        def advance(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total)
+            bar.update(tasks[phase], completed=done)
+
+        with bar:
+            report = await rotation.run(advance)
+    finally:
+        await db.close()
+    for done in report.phases:
+        typer.echo(
+            f"{done.name}: {done.changed} re-encrypted, {done.unreadable} unreadable, "
+            f"{done.rows_per_second:,.0f} rows/s"
+        )
+    typer.echo(
+        f"audit rows still sealed with an older key: {report.audit_rows_on_old_keys} "
+        "(keep that key in AUTHKEEP_DATA_KEYS until the audit retention purge removes them)"
+    )
 
 
 @keys_app.command("rotate")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -405,6 +406,18 @@ async def build_services(s: Settings, secret_ring: SecretRing, keys: KeyRing) ->
         consents=consents,
     )
     return services
+
+
+@asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Services]:
+    """Every service built from ``settings``, closed on exit: what a command-line job
+    (``create-admin``, ``seed-demo``, ``purge``) runs on, without the HTTP layer."""
+    secret_ring = build_secret_ring(settings)
+    services = await build_services(settings, secret_ring, build_key_ring(settings, secret_ring))
+    try:
+        yield services
+    finally:
+        await close_services(services)
 
 
 async def close_services(services: Services) -> None:

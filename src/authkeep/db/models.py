@@ -492,3 +492,14 @@ class Consent(Base):
     version: Mapped[str] = mapped_column(String(32))
     granted: Mapped[bool] = mapped_column(Boolean)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MaintenancePosition(Base):
+    """Where a batch job (``authkeep keys rotate-data``) stopped: the last key it finished
+    in one phase (``job``), so that an interrupted run goes on from there."""
+
+    __tablename__ = "maintenance_positions"
+
+    job: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

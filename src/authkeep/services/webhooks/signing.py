@@ -32,14 +32,15 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
 
 
-def _context(column: str, endpoint_id: uuid.UUID) -> bytes:
+def sealing_context(column: str, endpoint_id: uuid.UUID) -> bytes:
+    """The associated data an endpoint's secret column is sealed with: column and row."""
     return f"webhook_endpoints.{column}:".encode() + endpoint_id.bytes
 
 
 def seal(box: SecretBox, secret: str, endpoint_id: uuid.UUID, *, previous: bool = False) -> str:
     """``secret`` sealed for one endpoint's current (or previous) secret column."""
     column = "previous_secret" if previous else "secret"
-    return box.seal(secret.encode(), context=_context(column, endpoint_id))
+    return box.seal(secret.encode(), context=sealing_context(column, endpoint_id))
 
 
 def open_sealed(
@@ -47,7 +48,7 @@ def open_sealed(
 ) -> str:
     """The secret sealed by :func:`seal` (SealedValueError if it does not open there)."""
     column = "previous_secret" if previous else "secret"
-    return box.open(sealed, context=_context(column, endpoint_id)).decode()
+    return box.open(sealed, context=sealing_context(column, endpoint_id)).decode()
 
 
 def signature_header(
