@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
 
 import structlog
 
@@ -24,10 +23,10 @@ from authkeep.security.password_policy import Assessment, PasswordPolicy, Passwo
 from authkeep.security.passwords import PasswordHasher
 from authkeep.services.audit import SYSTEM, Action, Actor, AuditEvent, AuditLog
 from authkeep.services.context import RequestInfo
+from authkeep.services.revocation import Publish
 
 log = structlog.get_logger("authkeep.accounts")
 
-Publish = Callable[[Iterable[uuid.UUID]], Awaitable[None]]
 DELETED_CANNOT_BE_ACTIVATED = "A deleted account cannot be reactivated"
 
 

@@ -17,7 +17,7 @@ and records the admin's reason, all in one transaction.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import structlog
@@ -34,10 +34,10 @@ from authkeep.services.audit import Action, Actor, AuditEvent, AuditLog
 from authkeep.services.authn import Principal
 from authkeep.services.context import RequestInfo
 from authkeep.services.mail import Mailer
+from authkeep.services.revocation import Publish
 
 log = structlog.get_logger("authkeep.platform_admin")
 
-Publish = Callable[[Iterable[uuid.UUID]], Awaitable[None]]
 MFA_RESET_TEMPLATE = "mfa_reset"
 
 MAX_PAGE = 100

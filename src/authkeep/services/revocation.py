@@ -62,6 +62,11 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+Publish = UsersChanged
+"""Tells every worker that these ids changed (sessions revoked, users edited), so that a
+token they verified before is checked again: the wiring builds it on a RevocationStore."""
+
+
 class RevocationStore(Protocol):
     """Fast, shared knowledge of revoked sessions."""
 

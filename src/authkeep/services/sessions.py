@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -39,10 +39,10 @@ from authkeep.security.tokens import IssuedToken, TokenCodec
 from authkeep.services.accounts import Accounts
 from authkeep.services.audit import Action, Actor, AuditEvent, AuditLog
 from authkeep.services.context import RequestInfo
+from authkeep.services.revocation import Publish
 
 log = structlog.get_logger("authkeep.sessions")
 
-Publish = Callable[[Iterable[uuid.UUID]], Awaitable[None]]
 Gate = Callable[[UserRecord, RequestInfo], Awaitable[None]]
 SecondStep = Callable[[UserRecord, RequestInfo], Awaitable["MfaPending"]]
 

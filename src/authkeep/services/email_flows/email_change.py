@@ -11,9 +11,6 @@ address; only then would a taken address show, to whoever holds that mailbox.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Awaitable, Callable, Iterable
-
 import structlog
 
 from authkeep.db import account_tokens as token_rows
@@ -32,10 +29,10 @@ from authkeep.services.email_flows.limits import MailLimits
 from authkeep.services.email_flows.tokens import EmailTokens, store_token
 from authkeep.services.mail.mailer import Mailer
 from authkeep.services.rate_limits import LimitReport
+from authkeep.services.revocation import Publish
 
 log = structlog.get_logger("authkeep.email_change")
 
-Publish = Callable[[Iterable[uuid.UUID]], Awaitable[None]]
 EMAIL_IN_USE = "This email address is already in use by another account"
 
 

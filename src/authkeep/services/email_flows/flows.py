@@ -3,8 +3,6 @@ mail limits and the configuration)."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -19,13 +17,12 @@ from authkeep.services.email_flows.limits import MailLimits
 from authkeep.services.email_flows.recovery import PasswordRecovery
 from authkeep.services.email_flows.signup import SignUp
 from authkeep.services.email_flows.tokens import EmailTokens
+from authkeep.services.revocation import Publish
 from authkeep.settings import Settings
 
 if TYPE_CHECKING:
     # Only a type here: authkeep.services.delivery imports this package (its handler).
     from authkeep.services.delivery import Delivery
-
-Publish = Callable[[Iterable[uuid.UUID]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)

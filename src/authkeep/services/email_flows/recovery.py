@@ -13,9 +13,6 @@ address as proven (the link reached it), audits, and queues a "password changed"
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Awaitable, Callable, Iterable
-
 import structlog
 
 from authkeep.db import account_tokens as token_rows
@@ -35,10 +32,9 @@ from authkeep.services.email_flows.tokens import EmailTokens
 from authkeep.services.mail.mailer import Mailer
 from authkeep.services.outbox.queue import Outbox
 from authkeep.services.rate_limits import LimitReport
+from authkeep.services.revocation import Publish
 
 log = structlog.get_logger("authkeep.password_reset")
-
-Publish = Callable[[Iterable[uuid.UUID]], Awaitable[None]]
 
 
 class PasswordRecovery:

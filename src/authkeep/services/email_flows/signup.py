@@ -14,8 +14,7 @@ verify (and a fresh link is queued, within the same limit).
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Mapping
 
 import structlog
 
@@ -36,10 +35,9 @@ from authkeep.services.email_flows.limits import MailLimits
 from authkeep.services.email_flows.tokens import EmailTokens
 from authkeep.services.outbox.queue import Outbox
 from authkeep.services.rate_limits import LimitReport
+from authkeep.services.revocation import Publish
 
 log = structlog.get_logger("authkeep.signup")
-
-Publish = Callable[[Iterable[uuid.UUID]], Awaitable[None]]
 
 
 class SignUp:

@@ -63,6 +63,7 @@ from authkeep.security.webauthn import (
 from authkeep.services.audit import SYSTEM, Action, Actor, AuditEvent, AuditLog, Outcome
 from authkeep.services.context import RequestInfo
 from authkeep.services.mfa.login import MfaLogins
+from authkeep.services.revocation import UsersChanged
 from authkeep.services.sessions import Sessions, TokenPair
 
 __all__ = ["MAX_PASSKEYS", "SIGN_IN_FAILED", "AssertionCheck", "Passkeys"]
@@ -73,7 +74,6 @@ MAX_PASSKEYS = 20
 """Passkeys per account: bounds the options' ``excludeCredentials`` and the table."""
 SIGN_IN_FAILED = "Passkey sign-in failed"
 EmailGate = Callable[[UserRecord, RequestInfo], Awaitable[None]]
-UsersChanged = Callable[[Iterable[uuid.UUID]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)

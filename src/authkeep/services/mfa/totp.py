@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -44,12 +43,12 @@ from authkeep.services.context import RequestInfo
 from authkeep.services.mfa.limits import MfaLimits
 from authkeep.services.mfa.recovery import RecoveryCodes
 from authkeep.services.rate_limits import LimitReport
+from authkeep.services.revocation import Publish
 
 __all__ = ["TotpFactors", "TotpSetup", "sealing_context"]
 
 log = structlog.get_logger("authkeep.mfa")
 
-Publish = Callable[[Iterable[uuid.UUID]], Awaitable[None]]
 
 ALREADY_ENROLLED = "An authenticator app is already set up: remove it first"
 NOTHING_TO_CONFIRM = "No authenticator app setup to confirm: start with POST /mfa/totp/setup"
