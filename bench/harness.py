@@ -261,3 +261,38 @@ def rounds_note(rounds: int) -> str:
     """How the reported runs were chosen, for a table's header line."""
     plural = "" if rounds == 1 else "s"
     return f"{rounds} alternating round{plural}, median run"
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM ``proc``'s process group, then SIGKILL if it is not gone in 30 s."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@contextlib.contextmanager
+def counting_sink(script: Path, ready: Callable[[int], object], what: str) -> Iterator[int]:
+    """A receiver (``script --port N``) in its own process, up once ``ready(port)`` answers
+    without raising; yields its port and stops it at the end."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "--port", str(port)], start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                ready(port)
+                break
+            except Exception:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"the {what} did not start") from None
+                time.sleep(0.1)
+        yield port
+    finally:
+        stop_process(proc)

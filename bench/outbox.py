@@ -38,7 +38,6 @@ import contextlib
 import functools
 import os
 import secrets
-import signal
 import statistics
 import subprocess
 import sys
@@ -54,12 +53,14 @@ from harness import (
     TEST_SECRET,
     WrkResult,
     alternate_rounds,
+    counting_sink,
     free_port,
     median_run,
     pg,
     pg_url,
     rounds_note,
     server,
+    stop_process,
     uvicorn_command,
     wrk,
 )
@@ -140,38 +141,9 @@ def database() -> Iterator[str]:
         pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-@contextlib.contextmanager
-def sink() -> Iterator[int]:
+def sink() -> contextlib.AbstractContextManager[int]:
     """The counting SMTP server in its own process; yields its port."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(BENCH / "smtp_sink.py"), "--port", str(port)],
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                stats(port)
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the SMTP sink did not start") from None
-                time.sleep(0.1)
-        yield port
-    finally:
-        _stop(proc)
+    return counting_sink(BENCH / "smtp_sink.py", stats, "SMTP sink")
 
 
 @contextlib.contextmanager
@@ -201,7 +173,7 @@ def workers(count: int, env: dict[str, str], workdir: Path) -> Iterator[None]:
         yield
     finally:
         for proc in procs:
-            _stop(proc)
+            stop_process(proc)
         for log in logs:
             log.unlink(missing_ok=True)
 

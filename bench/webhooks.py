@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import functools
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +46,7 @@ from harness import (
     TEST_SECRET,
     WrkResult,
     alternate_rounds,
+    counting_sink,
     free_port,
     median_run,
     pg,
@@ -55,7 +55,7 @@ from harness import (
     uvicorn_command,
     wrk,
 )
-from outbox import _stop, clean_env, database, workers
+from outbox import clean_env, database, workers
 from webhook_sink import SinkStats, stats
 
 BENCH = Path(__file__).resolve().parent
@@ -89,27 +89,9 @@ def base_env(database_url: str) -> dict[str, str]:
     }
 
 
-@contextlib.contextmanager
-def sink() -> Iterator[int]:
+def sink() -> contextlib.AbstractContextManager[int]:
     """The counting receiver in its own process; yields its port."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(BENCH / "webhook_sink.py"), "--port", str(port)],
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                stats(port)
-                break
-            except Exception:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the webhook sink did not start") from None
-                time.sleep(0.1)
-        yield port
-    finally:
-        _stop(proc)
+    return counting_sink(BENCH / "webhook_sink.py", stats, "webhook sink")
 
 
 def _settings(database_url: str) -> object:
