@@ -25,7 +25,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -38,6 +37,7 @@ import pytest
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope, Session
+from tests.faults.worker_processes import start_worker, stop
 
 from authkeep import Settings
 from authkeep.db.engine import Database
@@ -171,30 +171,6 @@ def worker_env(url: str, smtp_port: int) -> dict[str, str]:
     )
 
 
-def start_worker(url: str, smtp_port: int, workdir: Path, name: str) -> subprocess.Popen[bytes]:
-    log = workdir / f"{name}.log"
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "authkeep", "worker"],
-            env=worker_env(url, smtp_port),
-            cwd=workdir,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM this process (SIGKILL after a bounded wait); nothing else."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-
-
 async def enqueue(url: str) -> dict[str, str]:
     """One password-changed notice per recipient, committed; their outbox ids by address."""
     settings = Settings(
@@ -246,7 +222,7 @@ def test_a_worker_killed_mid_send_loses_nothing_and_sends_no_second_copy(
     url, stall_on = case
     ids = asyncio.run(enqueue(url))
     with StallingSmtp(stall_on) as smtp:
-        first = start_worker(url, smtp.port, tmp_path, "first")
+        first = start_worker(worker_env(url, smtp.port), tmp_path, "first")
         try:
             wait_until(
                 smtp.stalled.is_set, f"a send stalls on {stall_on}", first, tmp_path / "first.log"
@@ -268,7 +244,7 @@ def test_a_worker_killed_mid_send_loses_nothing_and_sends_no_second_copy(
             assert len(smtp.messages()) == 1
         killed_while_sending = [str(m["To"]) for m in smtp.messages()]
 
-        second = start_worker(url, smtp.port, tmp_path, "second")
+        second = start_worker(worker_env(url, smtp.port), tmp_path, "second")
         try:
             # "sent" is final: once every row is sent, no worker sends anything again, so
             # what the server holds then is the whole run.

@@ -15,7 +15,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from tests.faults.worker_processes import start_worker, stop
 
 from authkeep import Settings
 from authkeep.db import webhooks as webhook_rows
@@ -59,29 +59,6 @@ def worker_env(url: str) -> dict[str, str]:
             "AUTHKEEP_LOG_LEVEL": "INFO",
         }
     )
-
-
-def start_worker(url: str, workdir: Path, name: str) -> subprocess.Popen[bytes]:
-    with (workdir / f"{name}.log").open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "authkeep", "worker"],
-            env=worker_env(url),
-            cwd=workdir,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM this process (SIGKILL after a bounded wait); nothing else."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
 
 
 async def prepare(url: str, receiver_url: str) -> tuple[str, list[str]]:
@@ -159,7 +136,7 @@ def test_a_worker_killed_mid_request_loses_no_event_and_the_receiver_processes_e
         receiver.add_secret(secret)
         receiver.plan.append(Stall(600.0))  # only the kill ends it
 
-        first = start_worker(url, tmp_path, "first")
+        first = start_worker(worker_env(url), tmp_path, "first")
         try:
             wait_until(receiver.stalled.is_set, "a request stalls", first, tmp_path / "first.log")
             os.kill(first.pid, signal.SIGKILL)
@@ -169,7 +146,7 @@ def test_a_worker_killed_mid_request_loses_no_event_and_the_receiver_processes_e
         [cut_off] = receiver.requests()
         assert cut_off.answered is None  # the body arrived; no answer ever left
 
-        second = start_worker(url, tmp_path, "second")
+        second = start_worker(worker_env(url), tmp_path, "second")
         try:
             wait_until(
                 lambda: all_delivered(url),
