@@ -348,8 +348,12 @@ async def test_revoke_stops_the_link(site: Site) -> None:
     assert (pending["email"], pending["role"]) == (hank.email, "editor")
     assert pending["invited_by"] == str(admin.user_id)
 
-    # Only the organization's admins revoke; outsiders learn nothing.
-    assert (await http.delete(f"{url}/{pending['id']}", headers=hank.auth)).status_code == 404
+    # Only the organization's admins revoke; outsiders learn nothing: the invitation is as
+    # unknown to them as an id that never existed.
+    not_hanks = await http.delete(f"{url}/{pending['id']}", headers=hank.auth)
+    unknown = await http.delete(f"{url}/{uuid.uuid4()}", headers=hank.auth)
+    assert not_hanks.status_code == 404
+    assert (not_hanks.status_code, not_hanks.json()) == (unknown.status_code, unknown.json())
     assert (await http.delete(f"{url}/{pending['id']}", headers=admin.auth)).status_code == 204
     assert (await http.delete(f"{url}/{pending['id']}", headers=admin.auth)).status_code == 404
     assert (await http.get(url, headers=admin.auth)).json() == []

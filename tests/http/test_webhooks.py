@@ -140,18 +140,26 @@ async def test_only_the_organizations_admins_with_a_session_manage_its_endpoints
         headers = world[who].auth
         assert (await http.get(HOOKS, headers=headers)).status_code == 403, who
         assert (await _create(http, headers, receiver.url)).status_code == 403, who
-    # The admin of another organization: the endpoint does not exist for them.
+    # The admin of another organization: the endpoint does not exist for them — the answer
+    # is the one a never-registered id gets, so nothing tells them it exists.
     outsider = world["outsider"].auth
-    for method, path in (
-        ("GET", f"{HOOKS}/{endpoint}"),
-        ("PATCH", f"{HOOKS}/{endpoint}"),
-        ("DELETE", f"{HOOKS}/{endpoint}"),
-        ("POST", f"{HOOKS}/{endpoint}/test"),
-        ("GET", f"{HOOKS}/{endpoint}/deliveries"),
+    unknown = uuid.uuid4()
+    for method, suffix in (
+        ("GET", ""),
+        ("PATCH", ""),
+        ("DELETE", ""),
+        ("POST", "/test"),
+        ("GET", "/deliveries"),
     ):
         kwargs: dict[str, Any] = {"json": {"enabled": False}} if method == "PATCH" else {}
-        answer = await http.request(method, path, headers=outsider, **kwargs)
-        assert answer.status_code == 404, (method, path)
+        theirs = await http.request(
+            method, f"{HOOKS}/{endpoint}{suffix}", headers=outsider, **kwargs
+        )
+        missing = await http.request(
+            method, f"{HOOKS}/{unknown}{suffix}", headers=outsider, **kwargs
+        )
+        assert theirs.status_code == 404, (method, suffix)
+        assert (theirs.status_code, theirs.json()) == (missing.status_code, missing.json())
     assert (await http.get(HOOKS, headers=outsider)).json() == []
     # An API key of the organization, even an admin one, is no user session.
     key = await http.post(
