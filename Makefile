@@ -15,14 +15,17 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
-.PHONY: run test test-fast lint typecheck install lock clean audit sbom bench bench-spray bench-outbox bench-webhooks bench-mfa bench-privacy fuzz
+.PHONY: run test test-fast lint typecheck install lock clean audit sbom bench bench-spray bench-outbox bench-webhooks bench-mfa bench-privacy bench-scale fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: requirements-dev.lock pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
-	$(UV) pip install --quiet --python $(BIN)/python --require-hashes -r requirements-dev.lock
+	# Bytecode compiled once here: uv does not by default, and with PYTHONDONTWRITEBYTECODE
+	# set every process (each server and worker a test starts) would recompile every import.
+	$(UV) pip install --quiet --python $(BIN)/python --require-hashes --compile-bytecode \
+		-r requirements-dev.lock
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 
@@ -97,6 +100,17 @@ PRIVACY_ARGS ?=
 bench-privacy: install
 	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk"; exit 1; }
 	$(BIN)/python bench/privacy.py $(PRIVACY_ARGS)
+
+# Production shape: login, /me and audit pages on an empty database and on one with 1,000,000
+# users, 2,000,000 sessions and 10,000,000 audit rows (seeded with COPY by bench/scale_seed.py
+# when missing: about a quarter of an hour and 15 GB, kept for the next run); the purge of
+# 1,000,000 ended sessions under a login load; audit verify over the 10,000,000 rows
+# (bench/README.md). SCALE_ARGS="--seed" seeds again; a small trial: SCALE_ARGS="--database
+# authkeep_scale_small --users 10000 --sessions 20000 --expired 10000 --audit 100000".
+SCALE_ARGS ?=
+bench-scale: install
+	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk"; exit 1; }
+	$(BIN)/python bench/scale.py $(SCALE_ARGS)
 
 # Webhook delivery (1 and 4 `authkeep worker`) to a local receiver, and what writing events
 # adds to an audited change, in the database and over HTTP; PostgreSQL (bench/README.md).

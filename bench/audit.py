@@ -135,13 +135,20 @@ def _create_sessions(database_url: str, count: int) -> list[str]:
 
     from authkeep.db.engine import Database
     from authkeep.db.models import AuthSession, User
+    from authkeep.security.configured import build_envelope
+    from authkeep.security.emails import email_key
+    from authkeep.settings import Settings
+
+    # Addresses are sealed; the blind index (under the servers' data key) finds the user.
+    envelope = build_envelope(Settings(env="test", secret_key=TEST_SECRET))
+    indexes = envelope.blind_indexes(email_key(EMAIL))
 
     async def run() -> list[str]:
         db = Database(database_url)
         try:
             async with db.transaction() as conn:
                 user_id = (
-                    await conn.execute(select(User.id).where(User.email == EMAIL))
+                    await conn.execute(select(User.id).where(User.email_key.in_(indexes)))
                 ).scalar_one()
                 now = datetime.now(UTC)
                 ids = [uuid.uuid4() for _ in range(count)]

@@ -340,6 +340,7 @@ def main() -> None:
         for script, title in (
             ("audit.py", "Audit log cost (login and an audited write, PostgreSQL)"),
             ("rate_limit.py", "Rate limiter cost (memory and Redis storage)"),
+            ("workers.py", "Read throughput by worker count (PostgreSQL + Redis)"),
         ):
             # Each prints its own table; kept verbatim, measured in this same run.
             result = subprocess.run(

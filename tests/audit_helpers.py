@@ -4,6 +4,7 @@ them the way a DBA with full rights could."""
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from typing import Any, cast
 
 from fastapi import FastAPI
@@ -11,6 +12,7 @@ from sqlalchemy.engine import make_url
 
 from authkeep import Authkeep
 from authkeep.db import audit as audit_rows
+from authkeep.db import audit_ips
 from authkeep.db.audit import AuditFilter, EntryRecord
 from authkeep.db.engine import Database
 from authkeep.wiring import Services
@@ -31,8 +33,13 @@ async def rows(db: Database, action: str | None = None) -> list[EntryRecord]:
 
 
 async def app_rows(app: FastAPI, action: str | None = None) -> list[EntryRecord]:
-    """:func:`rows` of a running app's database."""
-    return await rows(services(app).db, action)
+    """:func:`rows` of a running app's database, their IP addresses opened as the readers
+    show them (the stored, sealed values: :func:`rows`; such a row's hash no longer
+    matches it)."""
+    found = await rows(services(app).db, action)
+    async with services(app).db.reading() as conn:
+        ips = await audit_ips.reveal(conn, services(app).envelope, found)
+    return [replace(row, ip=ip) for row, ip in zip(found, ips, strict=True)]
 
 
 def _sqlite_path(url: str) -> str:

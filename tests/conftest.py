@@ -241,9 +241,22 @@ GENEROUS_LIMITS: dict[str, Any] = {
     "mail_recipient_rate_limit": "100000/minute",
     "mail_ip_rate_limit": "100000/minute",
     "mfa_rate_limit": "100000/minute",
+    "export_rate_limit": "100000/minute",
     # No challenge after failed logins (tests/http/test_login_challenge.py sets its own).
     "challenge_after_failures": 0,
 }
+
+CHEAP_HASHING: dict[str, Any] = {"argon2_memory_kib": 8 * 1024, "argon2_time_cost": 1}
+"""argon2id at the lowest cost the settings accept (about 7 ms a hash instead of 50): the
+default of :func:`make_settings`, since nearly every test registers and logs in, and a test
+about something else learns nothing from production's cost."""
+
+PRODUCTION_HASHING: dict[str, Any] = {
+    name: Settings.model_fields[name].default
+    for name in ("argon2_memory_kib", "argon2_time_cost", "argon2_parallelism")
+}
+"""The shipped argon2id cost, for the tests about hashing itself (the stored parameters,
+the upgrade of a legacy hash, response times that must not depend on an account)."""
 
 
 @pytest.fixture
@@ -258,6 +271,7 @@ def make_settings(backend: Backend) -> Callable[..., Settings]:
             "redis_url": backend.redis_url,
             "redis_prefix": backend.redis_prefix,
             "hash_workers": 2,
+            **CHEAP_HASHING,
         }
         # Rate limiting stays on (every request still goes through the limiter) but with
         # budgets no test of another feature reaches; tests/http/test_rate_limits.py and

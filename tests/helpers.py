@@ -15,7 +15,9 @@ from fastapi import FastAPI
 from authkeep import Authkeep
 from authkeep.db import users as user_rows
 from authkeep.db.base import utcnow
+from authkeep.security.data_keys import SecretBox
 from authkeep.security.emails import email_key, normalize_email
+from authkeep.security.envelope import Envelope
 
 PEER = ("203.0.113.7", 40000)
 
@@ -38,6 +40,11 @@ PASSWORD = "correct horse battery staple"
 # An AUTHKEEP_DATA_KEYS entry for tests that build production settings (a published test
 # value: never use it anywhere real).
 TEST_DATA_KEY = "test-dk:" + "A" * 43
+
+
+def envelope_for_tests() -> Envelope:
+    """An envelope over :data:`TEST_DATA_KEY`, for tests that write rows without an app."""
+    return Envelope(SecretBox.from_entries([TEST_DATA_KEY]))
 
 
 async def register(
@@ -72,7 +79,9 @@ async def user_json(app: FastAPI, email: str) -> dict[str, Any]:
     """The account with ``email`` as the API shows a user."""
     services = authkeep_of(app).services
     async with services.db.reading() as conn:
-        user = await user_rows.get_by_email_key(conn, email_key(normalize_email(email)))
+        user = await user_rows.get_by_email_key(
+            conn, services.envelope, email_key(normalize_email(email))
+        )
     assert user is not None, f"no account for {email}"
     return {
         "id": str(user.id),
@@ -90,9 +99,11 @@ async def mark_verified(app: FastAPI, email: str) -> None:
     verification link would), and tell every cache."""
     services = authkeep_of(app).services
     async with services.db.transaction() as conn:
-        user = await user_rows.get_by_email_key(conn, email_key(normalize_email(email)))
+        user = await user_rows.get_by_email_key(
+            conn, services.envelope, email_key(normalize_email(email))
+        )
         assert user is not None, f"no account for {email}"
-        await user_rows.mark_email_verified(conn, user.id, user.email, utcnow())
+        await user_rows.mark_email_verified(conn, services.envelope, user.id, user.email, utcnow())
     await services.revocations.users_changed([str(user.id)])
 
 

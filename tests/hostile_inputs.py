@@ -173,5 +173,10 @@ def date_times() -> st.SearchStrategy[str]:
 # generated one is never valid, and the contract answers 400 ("bad, used or expired token").
 # Their refusals are the rule working, not a rejected positive case.
 NEEDS_AN_ISSUED_TOKEN = frozenset(
-    {"/api/v1/auth/verify-email", "/api/v1/auth/password/reset", "/api/v1/auth/email/confirm"}
+    {
+        "/api/v1/auth/verify-email",
+        "/api/v1/auth/password/reset",
+        "/api/v1/auth/email/confirm",
+        "/api/v1/auth/me/deletion/cancel",
+    }
 )

@@ -47,7 +47,9 @@ async def step_up(http: httpx.AsyncClient, access: str, **body: Any) -> httpx.Re
 async def user_id_of(app: FastAPI, email: str) -> uuid.UUID:
     """The id of the account with ``email``."""
     async with authkeep_of(app).services.db.reading() as conn:
-        user = await user_rows.get_by_email_key(conn, email_key(normalize_email(email)))
+        user = await user_rows.get_by_email_key(
+            conn, authkeep_of(app).services.envelope, email_key(normalize_email(email))
+        )
     assert user is not None, email
     return user.id
 

@@ -4,9 +4,13 @@ export rows as JSON lines, purge old rows."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import sys
+import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -22,6 +26,7 @@ from authkeep.security.audit_signing import (
     VerifyingKey,
     trusted_keys,
 )
+from authkeep.security.configured import build_envelope
 from authkeep.services import audit_admin, audit_checkpoints
 from authkeep.settings import Settings
 from authkeep.tls import TLSError
@@ -76,16 +81,41 @@ def verify(
             "AUTHKEEP_AUDIT_CHECKPOINT_PUBLIC_KEYS and the configured key's own.",
         ),
     ] = None,
+    progress: Annotated[
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress",
+            help="Progress bar on stderr (default: when stderr is a terminal).",
+        ),
+    ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs",
+            min=1,
+            max=64,
+            help="Processes that walk a large log on PostgreSQL (default: the cores, at most "
+            "4); the result is the same with any number.",
+        ),
+    ] = None,
 ) -> None:
-    """Walk every chain; report the first broken link (exit 1) or each chain's head."""
+    """Walk every chain; report the first broken link (exit 1) or each chain's head, and
+    how many rows per second were checked."""
     settings = _settings()
     keys = _trusted_keys(settings, public_key or []) if checkpoints is not None else []
     found = _read_checkpoints(checkpoints, keys) if checkpoints is not None else None
+    show = sys.stderr.isatty() if progress is None else progress
+    workers = jobs if jobs is not None else min(4, os.cpu_count() or 1)
+    seconds = 0.0
 
     async def run() -> tuple[audit_admin.Verification, list[str]]:
+        nonlocal seconds
         db = Database(settings.database_url, tls=settings.database_tls)
         try:
-            result = await audit_admin.verify(db)
+            with _verify_progress(show) as report:
+                started = time.perf_counter()
+                result = await audit_admin.verify(db, report, jobs=workers)
+                seconds = time.perf_counter() - started
             contradictions: list[str] = []
             if found is not None and result.ok:
                 contradictions = await audit_checkpoints.check(
@@ -111,12 +141,58 @@ def verify(
     for head in result.chains:
         typer.echo(f"chain {head.chain}: {head.rows} rows, head {head.head_id} {head.head_hash}")
     typer.echo(f"ok: {result.rows} rows in {len(result.chains)} chains")
+    typer.echo(
+        f"checked {result.rows:,} rows in {seconds:.1f} s "
+        f"({result.rows / seconds if seconds else 0:,.0f} rows/s)"
+    )
     if found is not None:
         newest = max(checkpoint.at for checkpoint in found.checkpoints)
         typer.echo(
             f"ok: {len(found.checkpoints)} signed checkpoints hold "
             f"(from {found.files} files, newest {newest.isoformat()})"
         )
+
+
+@contextlib.contextmanager
+def _verify_progress(show: bool) -> Iterator[audit_admin.VerifyProgress | None]:
+    """A progress bar on stderr for :func:`audit_admin.verify` (rows, percent, rows per
+    second, time left); nothing when ``show`` is false (stdout stays the report)."""
+    if not show:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        ProgressColumn,
+        Task,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class RowsPerSecond(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("" if speed is None else f"{speed:,.0f} rows/s")
+
+    bar = Progress(
+        TextColumn("verifying"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.completed:,} rows"),
+        RowsPerSecond(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
+    task = bar.add_task("verify", total=None)
+
+    def advance(rows: int, expected: int) -> None:
+        bar.update(task, completed=rows, total=expected)
+
+    with bar:
+        yield advance
 
 
 def _trusted_keys(settings: Settings, extra: list[str]) -> list[VerifyingKey]:
@@ -246,7 +322,8 @@ def export(
     since: Annotated[str | None, typer.Option(help="From (ISO 8601, inclusive).")] = None,
     until: Annotated[str | None, typer.Option(help="Until (ISO 8601, exclusive).")] = None,
 ) -> None:
-    """Print matching rows as JSON lines, oldest first."""
+    """Print matching rows as JSON lines, oldest first: ``ip`` in clear (null once its
+    account was erased), ``ip_stored`` as stored and hashed."""
     settings = _settings()
     try:
         actor_id = uuid.UUID(actor) if actor else None
@@ -269,11 +346,17 @@ def export(
         until=_when(until, "--until"),
     )
 
+    # The data keys open the addresses; without them (production with no
+    # AUTHKEEP_DATA_KEYS) every sealed address exports as null.
+    envelope = build_envelope(settings)
+    if envelope is None:
+        typer.echo("warning: AUTHKEEP_DATA_KEYS is not set: IP addresses export as null", err=True)
+
     async def run() -> int:
         db = Database(settings.database_url, tls=settings.database_tls)
         count = 0
         try:
-            async for row in audit_admin.export(db, where):
+            async for row in audit_admin.export(db, where, envelope=envelope):
                 typer.echo(json.dumps(row.as_json(), sort_keys=True, separators=(",", ":")))
                 count += 1
         finally:

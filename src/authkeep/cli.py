@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -28,6 +28,9 @@ from authkeep.security.emails import email_key_of
 from authkeep.security.keys import KeyConfigError, generate_key
 from authkeep.settings import InspectedSettings, Settings, find_problems
 from authkeep.tls import TLSError
+
+if TYPE_CHECKING:
+    from authkeep.services.privacy.purge import PurgeReport
 
 app = typer.Typer(help="authkeep: authentication and authorization for FastAPI backends.")
 keys_app = typer.Typer(help="Keys: token signing key pairs (EdDSA/RS256) and data keys.")
@@ -74,9 +77,10 @@ def _root(
 def _run(make: Callable[[], Awaitable[T]]) -> T:
     try:
         return asyncio.run(make())  # type: ignore[arg-type]
-    except TLSError as exc:
-        # A wrong CA, host name or a server without TLS (serve and migrate meet it first):
-        # one line naming the setting to fix, not a traceback.
+    except (TLSError, migrations.DataKeysRequired) as exc:
+        # A wrong CA, host name or a server without TLS (serve and migrate meet it first),
+        # or data to encrypt without the data keys: one line naming the setting to fix, not
+        # a traceback.
         raise _fail(str(exc)) from None
 
 
@@ -177,7 +181,7 @@ async def _create_admin(settings: Settings, email: str) -> str:
 
     async with running(settings) as services:
         async with services.db.transaction() as conn:
-            found = await user_rows.get_credentials(conn, email_key_of(email))
+            found = await user_rows.get_credentials(conn, services.envelope, email_key_of(email))
             if found is not None:
                 # The operator vouches for the address: an admin must be able to sign in
                 # with AUTHKEEP_EMAIL_VERIFICATION=required.
@@ -279,18 +283,48 @@ def check_config(
 
 
 @app.command()
-def purge() -> None:
-    """Delete expired sessions and refresh tokens. Safe to run while serving."""
+def purge(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what would be done; change nothing.")
+    ] = False,
+) -> None:
+    """Run every time-based clean-up (daily, e.g. from cron); safe while serving.
+
+    Ended sessions and expired refresh tokens; erasure of the accounts whose deletion is
+    due (AUTHKEEP_ACCOUNT_DELETION_GRACE_DAYS); warnings to, then deletion of, accounts
+    unused for AUTHKEEP_INACTIVE_ACCOUNT_DAYS; expired MFA and WebAuthn challenges and spent
+    emailed links; audit rows older than AUTHKEEP_AUDIT_RETENTION_DAYS (on PostgreSQL only
+    with AUTHKEEP_AUDIT_PURGE_DATABASE_URL). Exit 1 when an account's erasure failed (it is
+    retried next run). See docs/privacy.md.
+    """
     settings = load_settings()
 
-    async def run() -> tuple[int, int]:
+    async def run() -> PurgeReport:
+        from authkeep.db.engine import Database
+        from authkeep.services.privacy.purge import audit_purge_url
         from authkeep.wiring import running
 
+        audit_url = audit_purge_url(settings)
         async with running(settings) as services:
-            return await services.sessions.purge()
+            # The audit rows are the purge role's to delete (docs/audit.md): its own login.
+            audit_db = (
+                Database(audit_url, tls=settings.audit_purge_database_tls)
+                if audit_url is not None
+                else None
+            )
+            try:
+                if dry_run:
+                    return await services.purge.preview(audit_db=audit_db)
+                return await services.purge.run(audit_db=audit_db)
+            finally:
+                if audit_db is not None:
+                    await audit_db.close()
 
-    sessions, tokens = _run(run)
-    typer.echo(f"purged {sessions} sessions and {tokens} refresh tokens")
+    report = _run(run)
+    for line in report.lines():
+        typer.echo(line)
+    if report.failed:
+        raise typer.Exit(1)
 
 
 @app.command()

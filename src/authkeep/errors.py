@@ -13,7 +13,8 @@
     ├── SecondFactorRequired      the organization requires MFA the user has not enrolled (403)
     ├── NotFound                  absent, or in another tenant (never says which)
     ├── Conflict                  e.g. the email is already registered
-    │   └── WebhookReplayed       an incoming webhook's id was accepted already (409)
+    │   ├── WebhookReplayed       an incoming webhook's id was accepted already (409)
+    │   └── SoleAdmin             deleting the last admin of organizations with members (409)
     ├── PolicyViolation           a value breaks a rule (password policy, last admin)
     ├── InvitationUnusable        accepted, declined, revoked or expired invitation (400)
     ├── EmailTokenUnusable        a bad, used, expired or voided link from an email (400)
@@ -137,6 +138,20 @@ class Conflict(AuthkeepError):
     """The request conflicts with the current state."""
 
     detail = "Conflict"
+
+
+class SoleAdmin(Conflict):
+    """The account cannot be deleted: it is the last admin of ``organizations`` (``(id,
+    name)`` pairs), which have other members who would be left without one."""
+
+    detail = (
+        "The account is the last admin of organizations that have other members: make "
+        "another member admin first (each organization is named in `organizations`)"
+    )
+
+    def __init__(self, organizations: list[tuple[uuid.UUID, str]]) -> None:
+        super().__init__()
+        self.organizations = organizations
 
 
 class PolicyViolation(AuthkeepError):

@@ -369,6 +369,8 @@ class Settings(BaseSettings):
     # Second-factor code checks (MFA verify at login, TOTP confirm, step-up with a code),
     # counted per user AND per client IP (docs/mfa.md).
     mfa_rate_limit: str = "5 per minute"
+    # GET /auth/me/export, per user: each one reads and signs everything held about them.
+    export_rate_limit: str = "5 per hour"
 
     # Accounts by email (docs/email.md). None: required in production, optional elsewhere.
     email_verification: Literal["required", "optional", "off"] | None = None
@@ -378,6 +380,12 @@ class Settings(BaseSettings):
     # Consents (docs/privacy.md): purpose name -> its current version and whether sign-up
     # needs it, as a JSON object. Empty: no purpose, register needs no consent.
     consent_purposes: Annotated[dict[str, ConsentPurpose], NoDecode] = Field(default_factory=dict)
+    # Deletion and retention (docs/privacy.md): days between a deletion request (the account
+    # is locked at once) and its erasure by `authkeep purge`, during which the owner can
+    # cancel through the emailed link; 0 erases at once. Accounts unused for
+    # inactive_account_days are warned, then scheduled for deletion (0: never).
+    account_deletion_grace_days: int = Field(default=14, ge=0, le=365)
+    inactive_account_days: int = Field(default=0, ge=0, le=36_500)
 
     # List settings: a JSON list or comma-separated text (see _text_list).
     allowed_origins: TextList = Field(default_factory=list)
@@ -473,6 +481,7 @@ class Settings(BaseSettings):
         "mail_recipient_rate_limit",
         "mail_ip_rate_limit",
         "mfa_rate_limit",
+        "export_rate_limit",
     )
     @classmethod
     def _one_limit(cls, value: str, info: ValidationInfo) -> str:

@@ -4,11 +4,10 @@ the command line alike. The only module that knows how the services fit together
 from __future__ import annotations
 
 import asyncio
-import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,6 +21,12 @@ from authkeep.db import sessions as session_rows
 from authkeep.db.base import utcnow
 from authkeep.db.engine import Database
 from authkeep.db.users import UserRecord
+
+# Re-exported: the HTTP app, the command line and tests build keys through these names.
+from authkeep.security.configured import TEST_DATA_KEY_PURPOSE as TEST_DATA_KEY_PURPOSE
+from authkeep.security.configured import build_data_box as build_data_box
+from authkeep.security.configured import build_secret_ring as build_secret_ring
+from authkeep.security.configured import signing_secret as signing_secret
 from authkeep.security.data_keys import SecretBox
 from authkeep.security.email_tokens import EmailTokenKey
 from authkeep.security.envelope import Envelope
@@ -53,13 +58,18 @@ from authkeep.services.mfa.recovery import RECOVERY_CODE_KEY_PURPOSE
 from authkeep.services.oauth2 import OAuth2Tokens
 from authkeep.services.orgs import Organizations
 from authkeep.services.platform_admin import PlatformAdmin
+from authkeep.services.privacy.deletion import AccountDeletion
+from authkeep.services.privacy.erasure import Erasure
+from authkeep.services.privacy.export import DataExports
+from authkeep.services.privacy.purge import Purge
+from authkeep.services.privacy.retention import Retention
 from authkeep.services.rate_limits import RateLimits
 from authkeep.services.revocation import MemoryRevocations, RedisRevocations, RevocationStore
 from authkeep.services.sessions import MfaPending, Sessions
 from authkeep.services.stats import SessionStats
 from authkeep.services.step_up import StepUp, StepUpPolicy
 from authkeep.services.webhooks import WebhookEndpoints
-from authkeep.settings import Settings, load_or_create_dev_data_key, load_or_create_dev_secret
+from authkeep.settings import Settings
 from authkeep.tls import TLSError, explain_redis, is_rediss, redis_tls_options
 
 log = structlog.get_logger("authkeep")
@@ -116,29 +126,15 @@ class Services:
     """Webhook endpoints: register, rotate, replay, test (docs/webhooks.md)."""
     consents: Consents
     """Consent purposes: grant, withdraw, outstanding, ``require`` (docs/privacy.md)."""
-
-
-def signing_secret(settings: Settings) -> str:
-    """The HS256 secret: configured, or (development only) generated once and kept."""
-    if settings.secret_key is not None:
-        return settings.secret_key.get_secret_value()
-    if settings.env == "test":
-        return secrets.token_urlsafe(48)
-    value, created = load_or_create_dev_secret(settings.secret_key_file)
-    log.warning(
-        "development_secret_key",
-        file=str(settings.secret_key_file),
-        created=created,
-        hint="set AUTHKEEP_SECRET_KEY in production; this key is for this machine only",
-    )
-    return value
-
-
-def build_secret_ring(settings: Settings) -> SecretRing:
-    """The server secret and its predecessors (``AUTHKEEP_PREVIOUS_SECRET_KEYS``): the
-    root of every symmetric key (HS256, keyed hashes), whatever signs the tokens."""
-    previous = [value.get_secret_value() for value in settings.previous_secret_keys]
-    return SecretRing.from_secrets(signing_secret(settings), previous)
+    deletion: AccountDeletion
+    """Account deletion: the owner's request and cancel link, an admin's (docs/privacy.md)."""
+    retention: Retention
+    """Inactive accounts warned then deleted; dead single-use rows (docs/privacy.md)."""
+    purge: Purge
+    """``authkeep purge``: sessions, erasures, retention, audit rows, with a dry run."""
+    exports: DataExports = field(init=False)
+    """The signed data export of everything held about a user (docs/privacy.md#export);
+    set once the services it reads through exist."""
 
 
 def build_key_ring(settings: Settings, secrets_ring: SecretRing | None = None) -> KeyRing:
@@ -206,27 +202,6 @@ async def open_connections(s: Settings) -> tuple[Database, Redis | None]:
     return db, redis
 
 
-TEST_DATA_KEY_PURPOSE = b"authkeep/test-data-key/v1"
-
-
-def build_data_box(settings: Settings, secret_ring: SecretRing) -> SecretBox:
-    """The data-key box: ``AUTHKEEP_DATA_KEYS``; in development a key generated once into
-    ``AUTHKEEP_DATA_KEYS_FILE``; under test one derived from the secret (so the processes
-    of one test, sharing a secret, share it)."""
-    if settings.data_keys:
-        return SecretBox.from_entries(key.get_secret_value() for key in settings.data_keys)
-    if settings.env == "test":
-        return SecretBox(SecretRing([secret_ring.derive(TEST_DATA_KEY_PURPOSE).newest]))
-    entry, created = load_or_create_dev_data_key(settings.data_keys_file)
-    log.warning(
-        "development_data_key",
-        file=str(settings.data_keys_file),
-        created=created,
-        hint="set AUTHKEEP_DATA_KEYS in production; this key is for this machine only",
-    )
-    return SecretBox.from_entries([entry])
-
-
 def revocation_ttl(settings: Settings) -> int:
     """How long a revocation must be remembered: the longest access-token life."""
     return settings.access_token_expire_minutes * 60 + settings.jwt_leeway_seconds
@@ -274,9 +249,9 @@ async def build_services(s: Settings, secret_ring: SecretRing, keys: KeyRing) ->
 
     # First: its webhook events are the audit log's hook (every audited change the event
     # catalogue names becomes an event in the change's transaction).
-    delivery = build_delivery(s, db, data_box=data_box)
-    audit = AuditLog(db, enabled=s.audit_enabled, events=delivery.events)
-    accounts = Accounts(db, hasher, publish, audit, users_changed=users_changed)
+    delivery = build_delivery(s, db, data_box=data_box, envelope=envelope)
+    audit = AuditLog(db, enabled=s.audit_enabled, events=delivery.events, envelope=envelope)
+    accounts = Accounts(db, hasher, publish, audit, users_changed=users_changed, envelope=envelope)
     # Limit keys only live for a window: a rotation merely restarts the counters, so
     # the newest key hashes them. Derived from the secret, not the token-signing key,
     # so rotating an asymmetric key changes neither.
@@ -298,7 +273,7 @@ async def build_services(s: Settings, secret_ring: SecretRing, keys: KeyRing) ->
         hasher,
         accounts,
         delivery,
-        EmailTokens(email_tokens),
+        EmailTokens(email_tokens, envelope),
         MailLimits(rate_limits),
         audit,
         publish=publish,
@@ -321,10 +296,11 @@ async def build_services(s: Settings, secret_ring: SecretRing, keys: KeyRing) ->
         audit=audit,
         email_gate=flows.signup.require_verified,
         second_step=second_step,
+        envelope=envelope,
     )
     mfa_limits = MfaLimits(rate_limits)
     recovery_codes = RecoveryCodes(
-        db, secret_ring.derive(RECOVERY_CODE_KEY_PURPOSE), audit, delivery.mailer
+        db, secret_ring.derive(RECOVERY_CODE_KEY_PURPOSE), audit, delivery.mailer, envelope=envelope
     )
     totp = TotpFactors(
         db, data_box, audit, recovery_codes, mfa_limits, users_changed, issuer=s.product_name
@@ -337,10 +313,27 @@ async def build_services(s: Settings, secret_ring: SecretRing, keys: KeyRing) ->
         mfa_limits,
         totp,
         recovery_codes,
+        envelope=envelope,
     )
-    authenticator = Authenticator(db, codec, revocations)
+    authenticator = Authenticator(db, codec, revocations, envelope=envelope)
     step_up = StepUpPolicy(s.step_up_max_age_seconds)
     login_throttle = LoginThrottle(rate_limits, sessions, challenge)
+    erasure = Erasure(db, envelope, audit, publish=publish, users_changed=users_changed)
+    deletion = AccountDeletion(
+        db,
+        envelope,
+        hasher,
+        audit,
+        delivery.mailer,
+        EmailTokens(email_tokens, envelope),
+        erasure,
+        grace=timedelta(days=s.account_deletion_grace_days),
+        publish=publish,
+        users_changed=users_changed,
+    )
+    retention = Retention(
+        db, envelope, audit, delivery.mailer, deletion, inactive_days=s.inactive_account_days
+    )
     services = Services(
         db=db,
         hasher=hasher,
@@ -358,6 +351,7 @@ async def build_services(s: Settings, secret_ring: SecretRing, keys: KeyRing) ->
             users_changed,
             idle_timeout=s.session_idle_timeout,
             step_up=step_up,
+            envelope=envelope,
         ),
         invitations=Invitations(
             db,
@@ -368,8 +362,9 @@ async def build_services(s: Settings, secret_ring: SecretRing, keys: KeyRing) ->
             expire=timedelta(days=s.invitation_expire_days),
             verification=s.verification_mode,
             limits=MailLimits(rate_limits),
+            envelope=envelope,
         ),
-        api_keys=ApiKeys(db, audit),
+        api_keys=ApiKeys(db, audit, envelope=envelope),
         platform_admin=PlatformAdmin(
             db,
             accounts,
@@ -377,6 +372,8 @@ async def build_services(s: Settings, secret_ring: SecretRing, keys: KeyRing) ->
             mailer=delivery.mailer,
             publish=publish,
             users_changed=users_changed,
+            envelope=envelope,
+            deletion=deletion,
         ),
         stats=SessionStats(db),
         rate_limits=rate_limits,
@@ -389,7 +386,7 @@ async def build_services(s: Settings, secret_ring: SecretRing, keys: KeyRing) ->
         data_box=data_box,
         envelope=envelope,
         step_up=step_up,
-        step_ups=StepUp(db, hasher, codec, audit, login_throttle, totp=totp),
+        step_ups=StepUp(db, hasher, codec, audit, login_throttle, totp=totp, envelope=envelope),
         totp=totp,
         recovery_codes=recovery_codes,
         mfa_logins=mfa_logins,
@@ -401,9 +398,30 @@ async def build_services(s: Settings, secret_ring: SecretRing, keys: KeyRing) ->
             users_changed=users_changed,
             email_gate=flows.signup.require_verified,
             mfa_logins=mfa_logins,
+            envelope=envelope,
         ),
         webhooks=WebhookEndpoints(db, audit, delivery.outbox, data_box, delivery.webhooks),
         consents=consents,
+        deletion=deletion,
+        retention=retention,
+        purge=Purge(
+            db,
+            sessions,
+            erasure,
+            retention,
+            ended_grace=timedelta(seconds=revocation_ttl(s)),
+            audit_retention_days=s.audit_retention_days,
+        ),
+    )
+    services.exports = DataExports(
+        db,
+        envelope,
+        keys,
+        audit,
+        consents.policy,
+        services.invitations,
+        rate_limits,
+        issuer=s.jwt_issuer,
     )
     return services
 

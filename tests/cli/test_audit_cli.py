@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -442,3 +443,19 @@ def test_checkpoint_key_prints_a_new_pair_and_the_public_half(backend: Any) -> N
     )
     assert shown.output.strip() == public
     assert CheckpointSigner.from_text(private).public_text == public
+
+
+def test_verify_shows_progress_when_asked_and_reports_rows_per_second(backend: Any) -> None:
+    # Issue 18: a progress bar on stderr (stdout stays the report), only on a terminal or
+    # with --progress; the rate at the end either way.
+    seed(backend)
+    shown = CliRunner().invoke(app, ["audit", "verify", "--progress"], env=env_for(backend))
+    assert shown.exit_code == 0, shown.output
+    assert "verifying" in shown.stderr
+    assert "100%" in shown.stderr
+    assert "verifying" not in shown.stdout
+    assert re.search(r"^checked 3 rows in [0-9.]+ s \([0-9,]+ rows/s\)$", shown.stdout, re.M)
+    quiet = CliRunner().invoke(app, ["audit", "verify"], env=env_for(backend))
+    assert quiet.exit_code == 0, quiet.output
+    assert "verifying" not in quiet.stderr  # CliRunner's stderr is no terminal
+    assert "rows/s" in quiet.stdout

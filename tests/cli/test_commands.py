@@ -16,6 +16,8 @@ from typer.testing import CliRunner, Result
 from authkeep.cli import DEMO_USERS, app
 from authkeep.db import users as user_rows
 from authkeep.db.engine import Database
+from authkeep.security.configured import build_envelope
+from authkeep.settings import Settings
 from helpers import TEST_DATA_KEY
 
 STRONG = "pZ4-qL9_vX2mK7rT5wY8nB3cF6hJ1dG0sA"
@@ -46,13 +48,15 @@ def invoke(*args: str) -> Result:
 
 
 def users(url: str) -> dict[str, bool]:
-    """email -> is_superuser of every user in the database."""
+    """email -> is_superuser of every user in the database (opened with the data key the
+    commands used: the environment's, or the development key file in the working directory)."""
+    envelope = build_envelope(Settings())
 
     async def read() -> dict[str, bool]:
         db = Database(url)
         try:
             async with db.reading() as conn:
-                found, _ = await user_rows.search(conn, query=None, offset=0, limit=100)
+                found, _ = await user_rows.search(conn, envelope, offset=0, limit=100)
         finally:
             await db.close()
         return {user.email: user.is_superuser for user in found}

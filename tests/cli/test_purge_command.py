@@ -100,3 +100,77 @@ async def test_purge_command_while_serving(
         assert statuses, "no request ran during the purge"
         assert set(statuses) == {200}, sorted(set(statuses))
         assert (await refresh(http, pair["refresh_token"])).status_code == 200
+
+
+async def run_cli(env: dict[str, str], cwd: Path, *args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "authkeep",
+        *args,
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), PURGE_TIMEOUT)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace")
+
+
+async def test_purge_erases_due_accounts_after_a_dry_run_and_the_audit_log_verifies(
+    make_settings: Callable[..., Settings], backend: Backend, tmp_path: Path
+) -> None:
+    from sqlalchemy import select, update
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from authkeep.db.models import User
+    from helpers import PASSWORD, bearer
+
+    settings = make_settings()
+    env = cli_env(backend, settings)
+    if backend.purge_url:
+        env["AUTHKEEP_AUDIT_PURGE_DATABASE_URL"] = backend.purge_url
+    async with started(settings) as (_app, http):
+        ann = await register(http, "ann@example.com")
+        await register(http, "bob@example.com")
+        pair = await login(http, "ann@example.com")
+        deleted = await http.request(
+            "DELETE",
+            "/api/v1/auth/me",
+            json={"password": PASSWORD},
+            headers=bearer(pair["access_token"]),
+        )
+        assert deleted.status_code == 202, deleted.text
+    # The grace period is over (an operator's clock: the CLI runs in another process).
+    assert backend.owner_url is not None
+    engine = create_async_engine(backend.owner_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                update(User)
+                .values(deletion_at=utcnow() - timedelta(minutes=1))
+                .where(User.deletion_at.is_not(None))
+            )
+
+        code, output = await run_cli(env, tmp_path, "purge", "--dry-run")
+        assert code == 0, output
+        assert "would erase 1 accounts whose deletion was due" in output
+        assert "would purge up to 0 audit rows" in output
+        async with engine.connect() as conn:
+            assert len((await conn.execute(select(User.id))).all()) == 2
+
+        code, output = await run_cli(env, tmp_path, "purge")
+        assert code == 0, output
+        assert "erased 1 accounts whose deletion was due" in output
+        assert "purged 0 audit rows" in output
+        async with engine.connect() as conn:
+            left = (await conn.execute(select(User.id))).scalars().all()
+        assert [str(user_id) for user_id in left] != [ann["id"]]
+        assert len(left) == 1
+
+        code, output = await run_cli(env, tmp_path, "audit", "verify")
+        assert code == 0, output
+        assert "ok:" in output
+    finally:
+        await engine.dispose()

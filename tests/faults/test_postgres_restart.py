@@ -24,6 +24,9 @@ import httpx
 import pytest
 
 from authkeep.http.errors import DATABASE_UNAVAILABLE
+from authkeep.security.configured import build_envelope
+from authkeep.security.emails import email_key
+from authkeep.settings import Settings
 from conftest import TEST_SECRET
 from faults.load import KINDS, Load, account, kinds_with, succeeded
 from servers import LOAD_TEST_ENV, PostgresProcess, Server, server_env, serving
@@ -147,14 +150,18 @@ async def test_postgres_crash_gives_clean_503s_then_recovers_without_losing_a_ro
     assert server.proc.poll() is None, "authkeep was restarted or died"
     assert "Traceback" not in server.log_tail(100_000)
 
-    # No data lost: every 202 is a committed user with its audit row.
+    # No data lost: every 202 is a committed user with its audit row. Addresses are sealed:
+    # the blind index under the server's data key (derived from its secret) finds them.
     created = {o.email for o in outcomes if o.status == 202}
     assert created
+    envelope = build_envelope(Settings(env="test", secret_key=TEST_SECRET))
+    by_index = {envelope.blind_index(email_key(email)): email for email in created}
     conn = await asyncpg.connect(private_postgres.url("authkeep", driver="postgresql"))
     try:
-        rows = await conn.fetch(
-            "SELECT id, email FROM users WHERE email = ANY($1::text[])", list(created)
+        found = await conn.fetch(
+            "SELECT id, email_key FROM users WHERE email_key = ANY($1::text[])", list(by_index)
         )
+        rows = [{"id": r["id"], "email": by_index[r["email_key"]]} for r in found]
         ids = {str(r["id"]) for r in rows}
         audited = {
             r["entity_id"]

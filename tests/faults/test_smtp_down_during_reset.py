@@ -20,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from authkeep import Settings, create_app
+from authkeep.db import outbox as outbox_rows
 from authkeep.db.models import OutboxMessage
 from helpers import PASSWORD, authkeep_of, client_for, running
 from mail_helpers import SmtpSink, text_of
@@ -67,7 +68,14 @@ async def test_smtp_down_during_a_reset_request_delays_the_email_and_loses_nothi
                         sa.select(OutboxMessage).where(OutboxMessage.kind == "email")
                     )
                 ).all()
-            return [r for r in rows if r.payload.get("template") == "password_reset"]
+            # Payloads are sealed at rest, each bound to its row.
+            envelope = authkeep_of(app).services.envelope
+            return [
+                r
+                for r in rows
+                if outbox_rows.open_payload(envelope, r.id, r.payload).get("template")
+                == "password_reset"
+            ]
 
         registered = await http.post(
             "/api/v1/auth/register", json={"email": EMAIL, "password": PASSWORD}

@@ -46,12 +46,40 @@ def fuzz_settings(database_url: str, **overrides: Any) -> Settings:
     )
 
 
+class FuzzLogin:
+    """The fuzz user's access token on one server: one login reused by case after case, and a
+    new one on demand (a fuzzed logout may have ended the session, a sensitive route may want
+    a more recent sign-in). One kept-alive client: a client per login would build a TLS
+    context each time, which costs more than the login."""
+
+    def __init__(self, base: str) -> None:
+        self._http = httpx.Client(base_url=base)
+        self._token: str | None = None
+
+    def token(self) -> str:
+        """The current access token (logs in the first time)."""
+        return self._token or self.renew()
+
+    def renew(self) -> str:
+        """Log in afresh and return the new access token."""
+        response = self._http.post(
+            "/api/v1/auth/login", json={"email": FUZZ_USER, "password": PASSWORD}
+        )
+        assert response.status_code == 200, response.text
+        self._token = str(response.json()["access_token"])
+        return self._token
+
+    def close(self) -> None:
+        self._http.close()
+
+
 @dataclass(frozen=True)
 class FuzzTarget:
-    """A running server and the backend under it."""
+    """A running server, the backend under it and the fuzz user's login there."""
 
     url: str
     backend: str
+    login: FuzzLogin
 
 
 @pytest.fixture(
@@ -154,22 +182,17 @@ def live_server(fuzz_database: Settings) -> Iterator[FuzzTarget]:
         time.sleep(0.05)
     port = server.servers[0].sockets[0].getsockname()[1]
     base = f"http://127.0.0.1:{port}"
+    login = FuzzLogin(base)
     created = httpx.post(
         base + "/api/v1/orgs",
         json={"name": "Fuzz Org"},
-        headers={"Authorization": f"Bearer {fresh_token(base)}"},
+        headers={"Authorization": f"Bearer {login.token()}"},
     )
     assert created.status_code == 201, created.text
+    # Then a new login: it starts in the organization just made.
+    login.renew()
     backend = "postgres" if fuzz_database.database_url.startswith("postgresql") else "sqlite"
-    yield FuzzTarget(base, backend)
+    yield FuzzTarget(base, backend, login)
+    login.close()
     server.should_exit = True
     thread.join(timeout=15)
-
-
-def fresh_token(base: str) -> str:
-    """A new access token for the fuzz user (a fuzzed logout may have ended the last one)."""
-    response = httpx.post(
-        base + "/api/v1/auth/login", json={"email": FUZZ_USER, "password": PASSWORD}
-    )
-    assert response.status_code == 200, response.text
-    return str(response.json()["access_token"])

@@ -1,5 +1,5 @@
 """``/api/v1/admin``: platform admins (``is_superuser``, with a user session) search users,
-activate, deactivate and soft-delete them; everything else gets 401/403; the routes can be
+activate, deactivate and delete (erase) them; everything else gets 401/403; the routes can be
 limited to an IP allow-list that a forged ``X-Forwarded-For`` does not get through."""
 
 from __future__ import annotations
@@ -139,19 +139,27 @@ async def test_search_and_paging(client: httpx.AsyncClient, root: dict[str, str]
         "d_100%@example.com",
     }
 
-    # By name (case-insensitive) and by email.
-    smiths = await search(client, root, q="SMITH")
-    assert sorted(u["email"] for u in smiths["items"]) == ["ann@example.com", "bo@example.org"]
-    assert smiths["total"] == 2
-    assert [u["email"] for u in (await search(client, root, q="example.org"))["items"]] == [
-        "bo@example.org"
-    ]
-    # LIKE wildcards in the query are literal characters.
-    assert [u["email"] for u in (await search(client, root, q="_100%"))["items"]] == [
-        "d_100%@example.com"
-    ]
-    assert (await search(client, root, q="%"))["total"] == 1
-    assert (await search(client, root, q="nobody-at-all"))["items"] == []
+    # By exact address (in any letter case: the blind index is of the folded address) and
+    # by id. Addresses and names are stored encrypted, so a part of one cannot match.
+    ann = await search(client, root, q=" ANN@Example.COM ")
+    assert ([u["email"] for u in ann["items"]], ann["total"]) == (["ann@example.com"], 1)
+    by_id = await search(client, root, q=ann["items"][0]["id"])
+    assert [u["email"] for u in by_id["items"]] == ["ann@example.com"]
+    percent = await search(client, root, q="d_100%@example.com")
+    assert [u["email"] for u in percent["items"]] == ["d_100%@example.com"]
+    for nobody in ("nobody@example.com", str(uuid.uuid4())):
+        assert await search(client, root, q=nobody) == {
+            "items": [],
+            "total": 0,
+            "offset": 0,
+            "limit": 50,
+        }
+    for partial in ("SMITH", "example.org", "%", "ann@"):
+        response = await client.get(USERS, params={"q": partial}, headers=root)
+        assert response.status_code == 422, (partial, response.text)
+        [error] = response.json()["detail"]
+        assert error["loc"] == ["query", "q"]
+        assert "exact email address or a user id" in error["msg"]
 
     # Paging walks the same order without gaps or repeats.
     pages = [await search(client, root, offset=offset, limit=2) for offset in (0, 2, 4)]
@@ -264,7 +272,9 @@ async def test_unknown_users_and_bad_bodies(
 ) -> None:
     missing = f"{USERS}/{uuid.uuid4()}"
     assert (await client.patch(missing, json={"is_active": False}, headers=root)).status_code == 404
-    assert (await client.delete(missing, headers=root)).status_code == 404
+    assert (
+        await client.request("DELETE", missing, json={"reason": "gone"}, headers=root)
+    ).status_code == 404
     alice = await register(client)
     target = f"{USERS}/{alice['id']}"
     for body in ({}, {"is_active": "maybe"}, {"is_active": True, "is_superuser": True}):
@@ -274,7 +284,7 @@ async def test_unknown_users_and_bad_bodies(
         await client.patch(f"{USERS}/not-a-uuid", json={"is_active": True}, headers=root)
     ).status_code == 422
     # Nobody was promoted by the mass-assignment attempt.
-    [found] = (await search(client, root, q="alice"))["items"]
+    [found] = (await search(client, root, q="alice@example.com"))["items"]
     assert found["is_superuser"] is False
 
 
@@ -284,7 +294,7 @@ async def test_an_admin_cannot_lock_themselves_out(
     me = f"{USERS}/{await root_id(client, root)}"
     for response in (
         await client.patch(me, json={"is_active": False}, headers=root),
-        await client.delete(me, headers=root),
+        await client.request("DELETE", me, json={"reason": "leaving"}, headers=root),
     ):
         assert response.status_code == 409, response.text
     # Still in, and nothing was recorded as done.
@@ -310,56 +320,64 @@ async def test_admins_can_deactivate_another_admin(
 # --- soft delete -------------------------------------------------------------------------------
 
 
-async def test_soft_delete(
+async def test_delete_needs_a_reason_and_erases_the_account(
     app: FastAPI, client: httpx.AsyncClient, root: dict[str, str], backend: Any
 ) -> None:
     alice = await register(client)
     tokens = await login(client)
+    target = f"{USERS}/{alice['id']}"
 
-    response = await client.delete(f"{USERS}/{alice['id']}", headers=root)
-    assert response.status_code == 204
-    assert response.content == b""
-
-    await assert_locked_out(client, tokens)
-
-    # The row is still there, marked deleted, as the database owner sees it.
+    # Encrypted at rest (docs/privacy.md): the owner's read shows ciphertext only.
     engine = create_async_engine(backend.owner_url)
     try:
         async with engine.connect() as conn:
             [row] = (
-                await conn.execute(
-                    select(User.email, User.is_active, User.deleted_at).where(
-                        User.id == uuid.UUID(alice["id"])
-                    )
-                )
+                await conn.execute(select(User.email).where(User.id == uuid.UUID(alice["id"])))
             ).all()
+        assert row.email.startswith("uk1.")
+        assert "alice" not in row.email
+
+        # A reason is required (it goes to the audit log).
+        for body in (None, {}, {"reason": "  "}):
+            refused = await client.request("DELETE", target, json=body, headers=root)
+            assert refused.status_code == 422, (body, refused.text)
+        assert (
+            await client.get("/api/v1/auth/me", headers=bearer(tokens["access_token"]))
+        ).is_success
+
+        response = await client.request(
+            "DELETE", target, json={"reason": "asked by email, ticket 42"}, headers=root
+        )
+        assert response.status_code == 204
+        assert response.content == b""
+
+        await assert_locked_out(client, tokens)
+        # Erased at once: the row is gone, as the database owner sees it.
+        async with engine.connect() as conn:
+            gone = (
+                await conn.execute(select(User.id).where(User.id == uuid.UUID(alice["id"])))
+            ).all()
+        assert gone == []
     finally:
         await engine.dispose()
-    assert row.email == "alice@example.com"
-    assert row.is_active is False
-    assert row.deleted_at is not None
-    [listed] = (await search(client, root, q="alice"))["items"]
-    assert listed["deleted_at"] is not None
-
-    # Deleting again changes nothing and records nothing more; the email stays taken.
-    assert (await client.delete(f"{USERS}/{alice['id']}", headers=root)).status_code == 204
+    assert (await search(client, root, q="alice@example.com"))["items"] == []
     [deleted] = await app_rows(app, Action.USER_DELETED)
     assert (str(deleted.actor_user_id), deleted.entity_id) == (
         await root_id(client, root),
         alice["id"],
     )
-    again = await client.post(
-        "/api/v1/auth/register", json={"email": "alice@example.com", "password": PASSWORD}
-    )
-    assert again.status_code != 201
+    assert deleted.details["reason"] == "asked by email, ticket 42"
+    [erased] = await app_rows(app, Action.USER_ERASED)
+    assert erased.entity_id == alice["id"]
 
-    # A deleted account stays unable to sign in, even if "activated".
-    reactivated = await client.patch(
-        f"{USERS}/{alice['id']}", json={"is_active": True}, headers=root
-    )
-    assert reactivated.status_code == 409, reactivated.text
-    refused = await client.post(LOGIN, json={"email": "alice@example.com", "password": PASSWORD})
-    assert refused.status_code == 401
+    # Deleting again, or activating, finds nobody; the address is free for a new account.
+    again = await client.request("DELETE", target, json={"reason": "again"}, headers=root)
+    assert again.status_code == 404
+    reactivated = await client.patch(target, json={"is_active": True}, headers=root)
+    assert reactivated.status_code == 404
+    assert len(await app_rows(app, Action.USER_DELETED)) == 1
+    fresh = await register(client)
+    assert fresh["id"] != alice["id"]
 
 
 # --- IP allow-list ---------------------------------------------------------------------------

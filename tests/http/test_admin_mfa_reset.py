@@ -86,7 +86,7 @@ async def test_reset_removes_every_factor_ends_sessions_emails_and_audits(
             for model in (TotpFactor, RecoveryCode, WebAuthnCredential, MfaLoginChallenge):
                 assert await count_rows(app, model, alice_id) == 0, model
             async with authkeep_of(app).services.db.reading() as conn:
-                user = await user_rows.get_by_id(conn, alice_id)
+                user = await user_rows.get_by_id(conn, authkeep_of(app).services.envelope, alice_id)
             assert user is not None
             assert user.mfa_enabled is False
             # Every session ended at once: the access token and the refresh token.

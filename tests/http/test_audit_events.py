@@ -344,4 +344,4 @@ async def test_cli_created_admin_is_audited(app: FastAPI) -> None:
     assert row.details == {"is_superuser": True}
     assert (row.request_id, row.ip, row.actor_user_id) == (None, None, user.id)
     async with services(app).db.reading() as conn:
-        assert (await user_rows.get_by_id(conn, user.id)) is not None
+        assert (await user_rows.get_by_id(conn, services(app).envelope, user.id)) is not None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -17,7 +18,17 @@ from prometheus_client import REGISTRY
 
 from audit_helpers import app_rows
 from authkeep import Settings, create_app
-from helpers import PASSWORD, app_of, bearer, client_for, login, register, running
+from authkeep.db import outbox as outbox_rows
+from helpers import (
+    PASSWORD,
+    app_of,
+    authkeep_of,
+    bearer,
+    client_for,
+    login,
+    register,
+    running,
+)
 from mfa_helpers import (
     CONFIRM,
     LOGIN,
@@ -176,9 +187,14 @@ async def test_each_recovery_code_works_once_and_its_use_is_emailed(
         assert spent.status_code == 401
         assert codes[3] not in spent.text
         assert (await second_step(client, pending["mfa_token"], recovery_code=codes[4])).is_success
+    # Payloads are sealed at rest, each bound to its row.
     mails = [
-        row["payload"] if isinstance(row["payload"], dict) else json.loads(row["payload"])
-        for row in await rows(app, "SELECT payload FROM outbox")
+        outbox_rows.open_payload(
+            authkeep_of(app).services.envelope,
+            uuid.UUID(str(row["id"])),
+            row["payload"] if isinstance(row["payload"], dict) else json.loads(row["payload"]),
+        )
+        for row in await rows(app, "SELECT id, payload FROM outbox")
     ]
     # One email per use (the worker may have sent it already and kept only the template).
     assert [m.get("template") for m in mails].count("recovery_code_used") == 2

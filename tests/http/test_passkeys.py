@@ -83,8 +83,9 @@ async def sign_in(http: httpx.AsyncClient, key: SoftAuthenticator, **kw: Any) ->
 
 
 async def mfa_enabled(app: FastAPI, user_id: str) -> bool:
-    async with authkeep_of(app).services.db.reading() as conn:
-        user = await user_rows.get_by_id(conn, uuid.UUID(user_id))
+    found = authkeep_of(app).services
+    async with found.db.reading() as conn:
+        user = await user_rows.get_by_id(conn, found.envelope, uuid.UUID(user_id))
     assert user is not None
     return user.mfa_enabled
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from authkeep import Settings, create_app
 from authkeep.db import users as user_rows
 from authkeep.security.emails import email_key, normalize_email
+from conftest import PRODUCTION_HASHING
 from helpers import (
     PASSWORD,
     authkeep_of,
@@ -41,19 +42,42 @@ async def stored_hash(app: FastAPI, user_id: str) -> str:
 async def insert_legacy_user(app: FastAPI, email: str, hashed: str) -> str:
     """A user row as an older app left it: a bcrypt hash written by passlib."""
     stored = normalize_email(email)
-    async with authkeep_of(app).services.db.transaction() as conn:
+    services = authkeep_of(app).services
+    async with services.db.transaction() as conn:
         user = await user_rows.insert_user(
-            conn, email=stored, email_key=email_key(stored), hashed_password=hashed, full_name=None
+            conn,
+            services.envelope,
+            email=stored,
+            email_key=email_key(stored),
+            hashed_password=hashed,
+            full_name=None,
         )
     return str(user.id)
 
 
+@pytest.fixture
+async def shipped_app(make_settings: Callable[..., Settings]) -> AsyncIterator[FastAPI]:
+    """An app with the shipped argon2id cost (the test settings default to a cheap one)."""
+    application = create_app(make_settings(**PRODUCTION_HASHING))
+    async with running(application):
+        yield application
+
+
+@pytest.fixture
+async def shipped_client(shipped_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for :func:`shipped_app`."""
+    async with client_for(shipped_app) as http:
+        yield http
+
+
 async def test_registration_stores_an_argon2id_hash_with_owasp_parameters(
-    client: httpx.AsyncClient, app: FastAPI
+    shipped_client: httpx.AsyncClient, shipped_app: FastAPI
 ) -> None:
-    user = await register(client)
+    user = await register(shipped_client)
     assert "hashed_password" not in user
-    assert (await stored_hash(app, user["id"])).startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    assert (await stored_hash(shipped_app, user["id"])).startswith(
+        "$argon2id$v=19$m=19456,t=2,p=1$"
+    )
 
 
 REJECTED = [
@@ -104,8 +128,9 @@ async def test_a_1024_character_password_works(client: httpx.AsyncClient) -> Non
 
 
 async def test_a_passlib_bcrypt_hash_logs_in_and_is_upgraded(
-    client: httpx.AsyncClient, app: FastAPI
+    shipped_client: httpx.AsyncClient, shipped_app: FastAPI
 ) -> None:
+    client, app = shipped_client, shipped_app
     legacy = passlib_bcrypt_hash(PASSWORD)
     user_id = await insert_legacy_user(app, "legacy@example.com", legacy)
 

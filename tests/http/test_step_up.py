@@ -286,7 +286,12 @@ async def _sensitive_calls(
         ),
         await http.post("/api/v1/api-keys", json={"name": "ci"}, headers=headers),
         await http.patch(target, json={"is_active": True}, headers=headers),
-        await http.delete(f"/api/v1/admin/users/{uuid.uuid4()}", headers=headers),
+        await http.request(
+            "DELETE",
+            f"/api/v1/admin/users/{uuid.uuid4()}",
+            json={"reason": "test"},
+            headers=headers,
+        ),
         await http.post(f"{target}/mfa/reset", json={"reason": "lost phone"}, headers=headers),
         await http.patch(f"/api/v1/orgs/{org_id}", json={"require_mfa": False}, headers=headers),
     ]

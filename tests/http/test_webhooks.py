@@ -270,7 +270,10 @@ async def test_real_account_flows_arrive_as_verified_events(
     )
     assert reused.status_code == 401
     gone = await register(http, "gone@example.com")
-    await http.delete(f"/api/v1/admin/users/{gone['id']}", headers=root)
+    erased = await http.request(
+        "DELETE", f"/api/v1/admin/users/{gone['id']}", json={"reason": "test"}, headers=root
+    )
+    assert erased.status_code == 204, erased.text
 
     await pump(
         services.delivery.worker, lambda: webhooks_settled(services.db), "everything settled"

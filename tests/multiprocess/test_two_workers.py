@@ -13,6 +13,9 @@ import asyncpg
 import httpx
 import pytest
 
+from authkeep.security.configured import build_envelope
+from authkeep.security.emails import email_key
+from authkeep.settings import Settings
 from conftest import PG_ADMIN_URL, TEST_SECRET, pg_async_url
 from helpers import PASSWORD, bearer
 from servers import Server, fresh_pg_database, start_server, wait_healthy
@@ -111,6 +114,49 @@ async def test_logout_on_one_worker_is_401_on_the_other_at_once(
             assert response.status_code == 401
 
 
+async def test_an_account_deleted_through_one_worker_is_401_on_the_other_at_once(
+    workers: tuple[Server, Server],
+) -> None:
+    # Deletion locks the account and revokes its sessions in Redis: the other process,
+    # which verified (and cached) these tokens a moment ago, refuses them on the next
+    # request, and refuses the sign-in like a wrong password.
+    a, b = workers
+    async with httpx.AsyncClient(timeout=30) as http:
+        await register(http, a.url, "leaving@example.com")
+        first = await login(http, a.url, "leaving@example.com")
+        second = await login(http, b.url, "leaving@example.com")
+        for tokens in (first, second):
+            for server in (a, b):
+                me = await http.get(
+                    f"{server.url}/api/v1/auth/me", headers=bearer(tokens["access_token"])
+                )
+                assert me.status_code == 200
+
+        deleted = await http.request(
+            "DELETE",
+            f"{a.url}/api/v1/auth/me",
+            json={"password": PASSWORD},
+            headers=bearer(first["access_token"]),
+        )
+        assert deleted.status_code == 202, deleted.text
+
+        for tokens in (first, second):
+            me = await http.get(f"{b.url}/api/v1/auth/me", headers=bearer(tokens["access_token"]))
+            assert me.status_code == 401
+            refreshed = await http.post(
+                f"{b.url}/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
+            )
+            assert refreshed.status_code == 401
+        refused = await http.post(
+            f"{b.url}/api/v1/auth/login",
+            json={"email": "leaving@example.com", "password": PASSWORD},
+        )
+        assert (refused.status_code, refused.json()) == (
+            401,
+            {"detail": "Incorrect email or password"},
+        )
+
+
 async def test_fifty_simultaneous_refreshes_across_two_workers(
     workers: tuple[Server, Server], fresh_database: str
 ) -> None:
@@ -155,9 +201,13 @@ async def test_fifty_simultaneous_refreshes_across_two_workers(
 
 async def mark_verified(database: str, email: str) -> None:
     """Record the address as proven, as its verification link would (a DBA's write)."""
+    # email_key is the keyed blind index: the workers' data key (derived from the secret
+    # under test) makes it.
+    envelope = build_envelope(Settings(env="test", secret_key=TEST_SECRET))
+    index = envelope.blind_index(email_key(email))
     conn = await asyncpg.connect(PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + database)
     try:
-        await conn.execute("UPDATE users SET email_verified_at = now() WHERE email_key = $1", email)
+        await conn.execute("UPDATE users SET email_verified_at = now() WHERE email_key = $1", index)
     finally:
         await conn.close()
 

@@ -71,7 +71,7 @@ async def test_soft_delete_keeps_the_row(services: Services) -> None:
     assert not deleted.is_active
     assert not deleted.can_sign_in
     async with services.db.reading() as conn:
-        row = await user_rows.get_by_id(conn, user.id)
+        row = await user_rows.get_by_id(conn, services.envelope, user.id)
     assert row is not None
     assert row.deleted_at == deleted.deleted_at
 

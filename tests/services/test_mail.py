@@ -51,6 +51,13 @@ CONTEXTS: dict[str, dict[str, Any]] = {
     "password_changed": {},
     "recovery_code_used": {"remaining": 9},
     "mfa_reset": {},
+    "deletion_scheduled": {"token": "tok", "deletion_date": "2026-12-17", "inactive_days": 0},
+    "inactivity_warning": {
+        "last_active_date": "2025-12-01",
+        "inactive_days": 365,
+        "scheduled_date": "2026-12-31",
+    },
+    "account_deleted": {},
     "webhook_disabled": {
         "endpoint_id": "5f0c8a1e-0000-4000-8000-000000000001",
         "host": "hooks.example.com",

@@ -54,7 +54,7 @@ async def test_each_of_the_ten_recovery_codes_works_once(client: httpx.AsyncClie
     with mid_step():
         user_id, _, codes = await enrolled_user(client)
         async with found.db.reading() as conn:
-            user = await user_rows.get_by_id(conn, user_id)
+            user = await user_rows.get_by_id(conn, found.envelope, user_id)
         assert user is not None
         for typed in codes:
             async with found.db.transaction() as conn:

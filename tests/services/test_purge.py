@@ -7,13 +7,16 @@ import io
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import insert
 
 from authkeep import Settings
 from authkeep.db.base import utcnow
+from authkeep.db.models import AuthSession, RefreshToken
 from authkeep.services import sessions as sessions_module
 from helpers import bearer, login, register
 from session_helpers import (
@@ -99,3 +102,79 @@ async def test_purge_works_through_many_batches(
     assert await services(app).sessions.purge() == (5, 8)
     assert await session_ids(app) == {sid_of(keep)}
     assert (await refresh(client, keep["refresh_token"])).status_code == 200
+
+
+async def test_a_purge_of_many_batches_removes_everything_ended_and_nothing_live(
+    client: httpx.AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 18: the purge of a million ended sessions runs in short transactions of
+    # PURGE_BATCH rows; here ten batches and more, every kind of row interleaved.
+    monkeypatch.setattr(sessions_module, "PURGE_BATCH", 40)
+    user_id = uuid.UUID((await register(client))["id"])
+    real = await login(client)
+    now = utcnow()
+    shapes = {
+        # (expires_at, revoked_at): purged?
+        "expired long ago": ((now - timedelta(days=1), None), True),
+        # The grace is the longest access-token life (30 minutes here) and the leeway.
+        "revoked long ago": ((now + timedelta(days=1), now - timedelta(hours=2)), True),
+        "expired within the grace": ((now - timedelta(minutes=1), None), False),
+        "revoked within the grace": ((now + timedelta(days=1), now - timedelta(minutes=1)), False),
+        "live": ((now + timedelta(days=1), None), False),
+    }
+    plan = ["expired long ago"] * 230 + ["revoked long ago"] * 90 + ["live"] * 60
+    plan += ["expired within the grace"] * 9 + ["revoked within the grace"] * 9
+    sessions: list[dict[str, Any]] = []
+    tokens: list[dict[str, Any]] = []
+    doomed: set[uuid.UUID] = set()
+    for kind in sorted(plan, key=lambda _: uuid.uuid4()):  # interleaved
+        (expires_at, revoked_at), gone = shapes[kind]
+        sid = uuid.uuid4()
+        if gone:
+            doomed.add(sid)
+        sessions.append(
+            {
+                "id": sid,
+                "user_id": user_id,
+                "created_at": now - timedelta(days=2),
+                "last_used_at": now - timedelta(days=2),
+                "expires_at": expires_at,
+                "revoked_at": revoked_at,
+            }
+        )
+        # Each session's current token, and on the live ones an older token that expired
+        # (the purge deletes it alone): expired tokens span batches too.
+        token_expiry = [expires_at]
+        if kind == "live":
+            token_expiry.append(now - timedelta(seconds=1))
+        for expiry in token_expiry:
+            jti = uuid.uuid4().hex
+            tokens.append(
+                {
+                    "jti": jti,
+                    "user_id": user_id,
+                    "session_id": sid,
+                    "token_hash": jti * 2,
+                    "created_at": now - timedelta(days=2),
+                    "expires_at": expiry,
+                    "revoked_at": revoked_at,
+                }
+            )
+    async with services(app).db.transaction() as conn:
+        await conn.execute(insert(AuthSession), sessions)
+        await conn.execute(insert(RefreshToken), tokens)
+    kept_tokens = {
+        t["jti"] for t in tokens if t["session_id"] not in doomed and t["expires_at"] > now
+    }
+
+    purged = await services(app).sessions.purge()
+
+    assert purged == (len(doomed), len(tokens) - len(kept_tokens))
+    assert len(doomed) > 5 * 40  # many batches of sessions, and of expired tokens alone
+    assert purged[1] - len(doomed) > 40
+    assert await session_ids(app) == {s["id"] for s in sessions} - doomed | {sid_of(real)}
+    left = {row["jti"] for row in await rows(app, "SELECT jti FROM refresh_tokens")}
+    assert left - kept_tokens == {t["jti"] for t in await family(app, str(sid_of(real)))}
+    assert await services(app).sessions.purge() == (0, 0)
+    # The real session, live all along, still refreshes.
+    assert (await refresh(client, real["refresh_token"])).status_code == 200

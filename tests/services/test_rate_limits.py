@@ -190,6 +190,7 @@ def test_check_config_prints_every_limit(monkeypatch: pytest.MonkeyPatch) -> Non
         "PASSWORD_CHANGE_RATE_LIMIT",
         "PASSWORD_STRENGTH_RATE_LIMIT",
         "MFA_RATE_LIMIT",
+        "EXPORT_RATE_LIMIT",
     ):
         assert f"AUTHKEEP_{name}" in lines, name
     assert lines["AUTHKEEP_REGISTER_RATE_LIMIT"].endswith("3 per hour")

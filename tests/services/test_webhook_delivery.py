@@ -20,12 +20,13 @@ import pytest
 import time_machine
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from authkeep import Settings, create_app
+from authkeep.db import outbox as outbox_rows
 from authkeep.db import webhooks as webhook_rows
 from authkeep.db.base import utcnow
-from authkeep.db.models import AuditEntry, OutboxMessage, WebhookEndpoint
+from authkeep.db.models import AuditEntry, OutboxMessage, WebhookDelivery, WebhookEndpoint
 from authkeep.security.data_keys import SealedValueError
 from authkeep.services.outbox import HandlerRegistry, OutboxWorker
 from authkeep.services.webhooks import (
@@ -35,7 +36,7 @@ from authkeep.services.webhooks import (
     WebhookEndpoints,
     signing,
 )
-from authkeep.services.webhooks.sender import WebhookSender
+from authkeep.services.webhooks.sender import UNREADABLE, WebhookSender
 from authkeep.services.webhooks.transport import guarded_client
 from authkeep.wiring import Services
 from helpers import authkeep_of, client_for, register, running
@@ -183,9 +184,11 @@ async def test_a_timeout_is_retried_with_the_same_webhook_id(
 async def _emails_to(services: Services, address: str, template: str) -> int:
     async with services.db.reading() as conn:
         rows = await conn.execute(
-            select(OutboxMessage.payload).where(OutboxMessage.kind == "email")
+            select(OutboxMessage.id, OutboxMessage.payload).where(OutboxMessage.kind == "email")
         )
-        return sum(1 for (p,) in rows if p.get("to") == address and p.get("template") == template)
+        # Payloads are sealed at rest (bound to their row).
+        found = [outbox_rows.open_payload(services.envelope, i, p) for i, p in rows]
+        return sum(1 for p in found if p.get("to") == address and p.get("template") == template)
 
 
 async def _audited(services: Services, action: str) -> list[Any]:
@@ -283,7 +286,12 @@ async def test_each_event_reaches_each_endpoint_once_under_one_id_with_concurren
     for n in range(6):
         await register(hooks.http, f"user{n}@example.com")
     workers = [
-        OutboxWorker(hooks.services.db, hooks.services.delivery.handlers, name=f"w{n}")
+        OutboxWorker(
+            hooks.services.db,
+            hooks.services.delivery.handlers,
+            name=f"w{n}",
+            envelope=hooks.services.envelope,
+        )
         for n in range(3)
     ]
 
@@ -342,7 +350,10 @@ async def test_a_name_that_rebinds_to_loopback_after_registration_is_refused_at_
         mailer=services.delivery.mailer,
     )
     worker = OutboxWorker(
-        services.db, HandlerRegistry({"webhook.delivery": sender}), name="rebinding"
+        services.db,
+        HandlerRegistry({"webhook.delivery": sender}),
+        name="rebinding",
+        envelope=services.envelope,
     )
     before = _count("refused")
     await endpoints.send_test(hooks.scope, created.endpoint.id)
@@ -372,3 +383,76 @@ async def test_the_secret_is_sealed_at_rest_and_bound_to_its_endpoint(hooks: Hoo
         signing.open_sealed(box, sealed[first.endpoint.id], second.endpoint.id)
     with pytest.raises(SealedValueError):
         signing.open_sealed(box, sealed[first.endpoint.id], first.endpoint.id, previous=True)
+
+
+# Payloads at rest (docs/privacy.md) --------------------------------------------------------
+
+
+async def _stored_payloads(services: Services, model: Any) -> dict[uuid.UUID, Any]:
+    async with services.db.reading() as conn:
+        rows = await conn.execute(select(model.id, model.payload))
+        return {row_id: payload for row_id, payload in rows}
+
+
+async def test_events_and_bodies_are_sealed_at_rest_and_sent_as_signed(hooks: Hooks) -> None:
+    created = await hooks.endpoint()
+    user = await register(hooks.http, "ada@example.com")
+    events = await _stored_payloads(hooks.services, OutboxMessage)
+    assert events
+    assert all(set(payload) == {"sealed"} for payload in events.values())
+    assert not any(user["id"] in str(payload) for payload in events.values())
+    [got] = await pump(hooks.worker, hooks.receiver.requests, "the event arrives")
+    assert got.verified_by == [created.secret]
+    [stored] = (await _stored_payloads(hooks.services, WebhookDelivery)).values()
+    assert set(stored) == {"sealed"}
+    assert user["id"] not in str(stored)
+    # Readers see the body as it was signed and sent; a replay sends the same bytes.
+    [delivery] = await hooks.deliveries(created.endpoint.id)
+    assert delivery.payload == got.json
+    await hooks.services.webhooks.replay(hooks.scope, created.endpoint.id, delivery.id)
+    await pump(hooks.worker, lambda: len(hooks.receiver.requests()) == 2, "the replay arrives")
+    first, again = hooks.receiver.requests()
+    assert again.body == first.body
+    assert again.verified_by == [created.secret]
+
+
+async def test_a_body_copied_from_another_delivery_fails_for_good(hooks: Hooks) -> None:
+    created = await hooks.endpoint()
+    await register(hooks.http, "ada@example.com")
+    await register(hooks.http, "bob@example.com")
+    await pump(hooks.worker, lambda: len(hooks.receiver.requests()) == 2, "both events arrive")
+    first, second = await hooks.deliveries(created.endpoint.id)
+    async with hooks.services.db.transaction() as conn:
+        copied = (
+            await conn.execute(
+                select(WebhookDelivery.payload).where(WebhookDelivery.id == first.id)
+            )
+        ).scalar_one()
+        await conn.execute(
+            update(WebhookDelivery).where(WebhookDelivery.id == second.id).values(payload=copied)
+        )
+    await hooks.services.webhooks.replay(hooks.scope, created.endpoint.id, second.id)
+    await pump(hooks.worker, hooks.settled, "the replay is settled")
+    # Nothing was sent, the endpoint is not blamed, and the listing still answers.
+    assert len(hooks.receiver.requests()) == 2
+    listed = {d.id: d for d in await hooks.deliveries(created.endpoint.id)}
+    assert (listed[second.id].status, listed[second.id].last_error) == ("failed", UNREADABLE)
+    assert (listed[second.id].payload, listed[second.id].readable) == ({}, False)
+    assert listed[first.id].readable
+    async with hooks.services.db.reading() as conn:
+        message = (
+            await conn.execute(
+                select(OutboxMessage.status, OutboxMessage.last_error).where(
+                    OutboxMessage.kind == "webhook.delivery", OutboxMessage.status == "dead"
+                )
+            )
+        ).one()
+        failures = (
+            await conn.execute(
+                select(WebhookEndpoint.consecutive_failures, WebhookEndpoint.enabled).where(
+                    WebhookEndpoint.id == created.endpoint.id
+                )
+            )
+        ).one()
+    assert tuple(message) == ("dead", UNREADABLE)
+    assert tuple(failures) == (0, True)

@@ -26,6 +26,7 @@ from authkeep.services.audit import Action, Actor, AuditEvent, AuditLog
 from authkeep.services.outbox import Outbox
 from authkeep.services.webhooks import EVENT_TYPES, SOURCES, TEST_EVENT, FanOutHandler
 from authkeep.services.webhooks.events import EVENT_KIND, WebhookEvents, event_body, timestamp
+from helpers import envelope_for_tests
 
 ROOT = Path(__file__).resolve().parents[2]
 USER = uuid.UUID("11111111-1111-4111-8111-111111111111")
@@ -63,8 +64,12 @@ def _org_event(
 SAMPLES: dict[tuple[str, str], AuditEvent] = {
     (Action.USER_REGISTERED, "success"): _user_event(Action.USER_REGISTERED),
     (Action.EMAIL_VERIFIED, "success"): _user_event(Action.EMAIL_VERIFIED, via="verification_link"),
-    (Action.USER_DELETED, "success"): AuditEvent(
-        Action.USER_DELETED, actor=Actor(ADMIN), entity_type="user", entity_id=USER
+    (Action.USER_ERASED, "success"): AuditEvent(
+        Action.USER_ERASED,
+        actor=Actor(ADMIN),
+        entity_type="user",
+        entity_id=USER,
+        details={"origin": "admin", "removed": {"auth_sessions": 1}},
     ),
     (Action.PASSWORD_CHANGED, "success"): _user_event(Action.PASSWORD_CHANGED, sessions_ended=2),
     (Action.PASSWORD_RESET, "success"): _user_event(
@@ -379,6 +384,7 @@ def make_org() -> Callable[..., Any]:
         async with db.transaction() as conn:
             user = await user_rows.insert_user(
                 conn,
+                envelope_for_tests(),
                 email=f"{uuid.uuid4().hex[:8]}@example.com",
                 email_key=f"{uuid.uuid4().hex}@example.com",
                 hashed_password="x",

@@ -5,22 +5,27 @@ A token is *usable* while it is unused and unexpired. Spending one is a single c
 of two concurrent uses exactly one matches the row, so a link can never be used twice, on
 any number of workers. Voiding (a newer token of the same purpose was issued, or a password
 reset cancels pending changes) moves ``expires_at`` to now: the row stays as a record.
+
+``email`` (the address a link was sent to) is sealed with the user's key, bound to the
+token's row (``db/sealed.py``); a record whose address cannot be read has ``email`` ``""``.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from authkeep.db import sealed, user_keys
 from authkeep.db.models import AccountToken
+from authkeep.security.envelope import Envelope, SealedValueError
 
-Purpose = Literal["verify_email", "password_reset", "email_change"]
+Purpose = Literal["verify_email", "password_reset", "email_change", "deletion_cancel"]
 
 __all__ = ["Purpose", "TokenRecord", "consume", "find_usable", "insert_token", "void_unused"]
 
@@ -47,8 +52,23 @@ def _usable(token_hash: str, purpose: Purpose, now: datetime) -> tuple[ColumnEle
     )
 
 
+async def _record(
+    conn: AsyncConnection, envelope: Envelope, row: Sequence[Any] | None
+) -> TokenRecord | None:
+    if row is None:
+        return None
+    token_id, user_id, purpose, stored = row
+    try:
+        aead = await user_keys.cipher(conn, envelope, user_id)
+    except SealedValueError:
+        aead = None
+    email = sealed.open_user(aead, "account_tokens", "email", token_id, stored)
+    return TokenRecord(token_id, user_id, purpose, "" if email is None else email)
+
+
 async def insert_token(
     conn: AsyncConnection,
+    envelope: Envelope,
     *,
     user_id: uuid.UUID,
     purpose: Purpose,
@@ -57,15 +77,17 @@ async def insert_token(
     now: datetime,
     expires_at: datetime,
 ) -> uuid.UUID:
-    """Store a new token's hash; returns its row id."""
+    """Store a new token's hash (the address sealed with the user's key); returns its row
+    id. :class:`~authkeep.db.sealed.MissingUserKey` for an erased account."""
     token_id = uuid.uuid4()
+    aead = await sealed.require_cipher(conn, envelope, user_id)
     await conn.execute(
         insert(AccountToken).values(
             id=token_id,
             user_id=user_id,
             purpose=purpose,
             token_hash=token_hash,
-            email=email,
+            email=sealed.seal_user(aead, "account_tokens", "email", token_id, email),
             created_at=now,
             expires_at=expires_at,
         )
@@ -92,16 +114,16 @@ async def void_unused(
 
 
 async def find_usable(
-    conn: AsyncConnection, token_hash: str, purpose: Purpose, now: datetime
+    conn: AsyncConnection, envelope: Envelope, token_hash: str, purpose: Purpose, now: datetime
 ) -> TokenRecord | None:
     """The usable token with this hash and purpose, without spending it (to check a request
     before doing the work; :func:`consume` decides)."""
     row = (await conn.execute(select(*_COLUMNS).where(*_usable(token_hash, purpose, now)))).first()
-    return TokenRecord(*row) if row else None
+    return await _record(conn, envelope, row)
 
 
 async def consume(
-    conn: AsyncConnection, token_hash: str, purpose: Purpose, now: datetime
+    conn: AsyncConnection, envelope: Envelope, token_hash: str, purpose: Purpose, now: datetime
 ) -> TokenRecord | None:
     """Spend the token with this hash and purpose; None when it is unknown, used, expired
     or voided. Atomic: of concurrent calls for one token, exactly one gets the record."""
@@ -113,4 +135,4 @@ async def consume(
             .returning(*_COLUMNS)
         )
     ).first()
-    return TokenRecord(*row) if row else None
+    return await _record(conn, envelope, row)

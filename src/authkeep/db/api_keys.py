@@ -19,8 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from authkeep.db.audit_guard import quote_ident
 from authkeep.db.engine import set_local
-from authkeep.db.models import ApiKey, Membership, Organization, User
-from authkeep.db.users import USER_COLUMNS, UserRecord
+from authkeep.db.models import ApiKey, Membership, Organization, User, UserKey
+from authkeep.db.users import UNREADABLE_EMAIL, USER_COLUMNS, UserRecord, user_from_row
+from authkeep.security.envelope import Envelope
 from authkeep.security.permissions import Role, parse_role
 
 LOOKUP_SETTING = "app.api_key_prefix"
@@ -153,8 +154,12 @@ async def revoke_all(conn: AsyncConnection, org_id: uuid.UUID, now: datetime) ->
     return int(result.rowcount)
 
 
-async def find_for_auth(conn: AsyncConnection, prefix: str) -> KeyForAuth | None:
-    """The key with ``prefix``, its creator and the creator's role, in one indexed query.
+async def find_for_auth(
+    conn: AsyncConnection, envelope: Envelope, prefix: str
+) -> KeyForAuth | None:
+    """The key with ``prefix``, its creator and the creator's role, in one indexed query
+    (the creator's user key with it: the creator's address is sealed). None also when the
+    creator's address cannot be read (as for a sign-in, ``db/users.py``).
     Run it inside a transaction (:meth:`~authkeep.db.engine.Database.read_transaction`):
     on PostgreSQL the prefix is set as ``app.api_key_prefix`` for the lookup policy."""
     await set_local(conn, LOOKUP_SETTING, prefix)
@@ -168,6 +173,7 @@ async def find_for_auth(conn: AsyncConnection, prefix: str) -> KeyForAuth | None
                 Organization.require_mfa,
             )
             .join(User, User.id == ApiKey.created_by)
+            .outerjoin(UserKey, UserKey.user_id == User.id)
             .join(Organization, Organization.id == ApiKey.organization_id)
             .outerjoin(
                 Membership,
@@ -184,10 +190,13 @@ async def find_for_auth(conn: AsyncConnection, prefix: str) -> KeyForAuth | None
     values = tuple(row)
     key_count = len(_KEY_COLUMNS)
     user_end = key_count + 1 + len(_USER_COLUMNS)
+    creator = user_from_row(envelope, values[key_count + 1 : user_end])
+    if creator.email == UNREADABLE_EMAIL:
+        return None
     return KeyForAuth(
         key=_key(values[:key_count]),
         key_hash=str(values[key_count]),
-        creator=UserRecord(*values[key_count + 1 : user_end]),
+        creator=creator,
         creator_role=parse_role(values[user_end]),
         org_requires_mfa=bool(values[user_end + 1]),
     )

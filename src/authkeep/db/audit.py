@@ -41,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from authkeep.db import audit_guard
 from authkeep.db.base import utcnow
-from authkeep.db.models import AuditEntry
+from authkeep.db.models import AuditEntry, OutboxMessage
 
 PLATFORM_CHAIN = "platform"
 HASH_VERSION = 2
@@ -259,13 +259,15 @@ async def lock_chain(conn: AsyncConnection, org_id: uuid.UUID | None) -> None:
         )
 
 
+def _head_query(org_id: uuid.UUID | None) -> Select[str]:
+    # SQLite's planner walks the (org_id, id) index backwards for this, NULL included (its
+    # IS NULL is an equality to it); PostgreSQL appends through authkeep_audit_append.
+    return select(AuditEntry.hash).where(_in_chain(org_id)).order_by(AuditEntry.id.desc()).limit(1)
+
+
 async def chain_head(conn: AsyncConnection, org_id: uuid.UUID | None) -> str:
     """The hash a new row of this chain must name as its predecessor."""
-    head = (
-        await conn.execute(
-            select(AuditEntry.hash).where(_in_chain(org_id)).order_by(AuditEntry.id.desc()).limit(1)
-        )
-    ).scalar_one_or_none()
+    head = (await conn.execute(_head_query(org_id))).scalar_one_or_none()
     if head is not None:
         return head
     anchor = await _purge_anchor(conn, chain_key(org_id))
@@ -359,17 +361,64 @@ async def append(
     return EntryRecord(id=int(row_id), hash=digest_hash, **fields)
 
 
-async def append_at_commit(conn: AsyncConnection, entry: NewEntry, *, alone: bool = False) -> None:
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    """An outbox row that commits with an audit row and is written by the same statement
+    (:func:`append_at_commit`): the webhook events of an audited change. ``payload`` is
+    stored as given (sealed by the caller)."""
+
+    id: uuid.UUID
+    kind: str
+    payload: Mapping[str, Any]
+
+
+async def append_at_commit(
+    conn: AsyncConnection,
+    entry: NewEntry,
+    *,
+    alone: bool = False,
+    messages: Sequence[QueuedMessage] = (),
+    digest: str | None = None,
+) -> None:
     """Append ``entry`` when ``conn``'s transaction commits (PostgreSQL: through
     ``audit_pending`` and its deferred trigger; SQLite, whose write transactions are already
     exclusive: at once, with :func:`append`). Its id and hash exist only after the commit.
     ``alone``: the row is the only statement of its transaction (``AuditLog.record_alone``),
-    which may then run as one autocommitted statement."""
+    which may then run as one autocommitted statement. ``messages`` are queued in the
+    outbox by the same statement (PostgreSQL), outside the chain's lock: events cost no
+    round trip of their own. ``digest``: :func:`content_digest` of ``entry``, when the
+    caller has it already."""
     if conn.dialect.name != "postgresql":
         await append(conn, entry)
+        if messages:
+            now = utcnow()
+            await conn.execute(
+                insert(OutboxMessage),
+                [
+                    {
+                        "id": message.id,
+                        "kind": message.kind,
+                        "payload": dict(message.payload),
+                        "status": "pending",
+                        "attempts": 0,
+                        "next_attempt_at": now,
+                        "created_at": now,
+                    }
+                    for message in messages
+                ],
+            )
         return
     content = _content(entry)
     details = content["details"]
+    queued: tuple[Any, ...] = ()
+    statement = _PENDING_INSERT
+    if messages:
+        statement = _PENDING_INSERT_WITH_MESSAGES
+        rows = [
+            {"id": str(message.id), "kind": message.kind, "payload": message.payload}
+            for message in messages
+        ]
+        queued = (json.dumps(rows, allow_nan=False), utcnow())
     # Straight to the driver, on the transaction's own connection: this runs on every
     # audited request, and SQLAlchemy's execution machinery costs more than the insert.
     raw = await conn.get_raw_connection()
@@ -379,9 +428,9 @@ async def append_at_commit(conn: AsyncConnection, entry: NewEntry, *, alone: boo
         # rollback of the change would leave its audit row behind.
         await conn.exec_driver_sql("SELECT 1")
     await raw.driver_connection.execute(  # type: ignore[union-attr]
-        _PENDING_INSERT,
+        statement,
         *_chain_of(entry),
-        _digest(content),
+        digest or _digest(content),
         entry.org_id,
         entry.actor_user_id,
         entry.actor_api_key_id,
@@ -392,10 +441,23 @@ async def append_at_commit(conn: AsyncConnection, entry: NewEntry, *, alone: boo
         entry.entity_id,
         entry.outcome,
         json.dumps(details, allow_nan=False),  # the connection's jsonb codec takes JSON text
+        *queued,
     )
 
 
 _PENDING_INSERT = (
+    "INSERT INTO audit_pending (lock, chain, genesis, digest, org_id, actor_user_id, "
+    "actor_api_key_id, request_id, ip, action, entity_type, entity_id, outcome, details) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+)
+# The outbox rows ride on the pending insert (a data-modifying WITH runs once, read or not).
+# Not in the COMMIT trigger: that runs under the chain's lock, which every audited change of
+# the chain waits for (bench/RESULTS.md measured that at -13 % to -16 % on an HTTP write).
+_PENDING_INSERT_WITH_MESSAGES = (
+    "WITH queued AS (INSERT INTO outbox (id, kind, payload, status, attempts, "
+    "next_attempt_at, created_at) SELECT (m ->> 'id')::uuid, m ->> 'kind', m -> 'payload', "
+    "'pending', 0, $16::timestamptz, $16::timestamptz "
+    "FROM jsonb_array_elements($15::jsonb) AS m) "
     "INSERT INTO audit_pending (lock, chain, genesis, digest, org_id, actor_user_id, "
     "actor_api_key_id, request_id, ip, action, entity_type, entity_id, outcome, details) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
@@ -431,11 +493,23 @@ FOR EACH ROW EXECUTE FUNCTION {q}.authkeep_audit_seal()
     ]
 
 
+# Why the head query is not "WHERE org_id = $1 ORDER BY id DESC LIMIT 1": with an equality,
+# PostgreSQL drops org_id from the wanted order, so the primary key's backward scan gives
+# "id DESC" as well, and the planner often prefers it, filtering org_id row by row from the
+# newest row: a cost of every row appended to other chains since this chain's last one (for
+# a quiet organization in a busy log, the whole table). IS NULL is no equality to the
+# planner, so the platform chain's head was a bitmap scan of the whole chain and a sort.
+# Both grew with the table (bench/webhooks.py: +1 ms per 4,000 rows). A range (>= $1 AND
+# <= $1) and the order "org_id DESC, id DESC" leave the (org_id, id) index as the only plan
+# without a sort: one index step, whatever the statistics say (migration 0015).
+
+
 def postgres_append_function(schema: str) -> str:
     """``authkeep_audit_append``: the whole locked part of an append, in one call.
 
     Runs with the caller's rights (the app role may insert into ``audit_log``); its
-    ``search_path`` is pinned and the table schema-qualified, as for the guard trigger.
+    ``search_path`` is pinned and the table schema-qualified, as for the guard trigger. The
+    chain's head is found in one index step, never by a scan (see the comment above).
     """
     table = f"{audit_guard.quote_ident(schema)}.audit_log"
     head = "SELECT a.hash, a.at INTO v_prev, v_head_at FROM " + table + " AS a WHERE "  # noqa: S608
@@ -456,10 +530,13 @@ DECLARE
 BEGIN
     PERFORM pg_advisory_xact_lock(p_lock);
     -- Read after the lock: a statement of a volatile function sees what committed before it.
+    -- The head: one backward step of the (org_id, id) index, written so that no other plan
+    -- gives this order (authkeep/db/audit.py, above postgres_append_function).
     IF p_org_id IS NULL THEN
-        {head}a.org_id IS NULL ORDER BY a.id DESC LIMIT 1;
+        {head}a.org_id IS NULL ORDER BY a.org_id DESC NULLS FIRST, a.id DESC LIMIT 1;
     ELSE
-        {head}a.org_id = p_org_id ORDER BY a.id DESC LIMIT 1;
+        {head}a.org_id >= p_org_id AND a.org_id <= p_org_id
+            ORDER BY a.org_id DESC, a.id DESC LIMIT 1;
     END IF;
     IF v_prev IS NULL THEN
         -- A chain whose rows were all purged goes on from its last purged row.
@@ -559,6 +636,64 @@ async def walk(
         if len(rows) < batch:
             return
         after = rows[-1][0]
+
+
+# -- one user's rows (the data export, services/privacy/export.py) --------------------------
+
+
+def _about(user_id: uuid.UUID) -> ColumnElement[bool]:
+    # Two indexed conditions (actor; entity type and id): PostgreSQL ORs two index scans.
+    return (AuditEntry.actor_user_id == user_id) | and_(
+        AuditEntry.entity_type == "user", AuditEntry.entity_id == str(user_id)
+    )
+
+
+async def about_user(conn: AsyncConnection, user_id: uuid.UUID, *, limit: int) -> list[EntryRecord]:
+    """The rows about one user, newest first, at most ``limit``: those where the user acted
+    (``actor_user_id``: with a session, or through one of their API keys) and those whose
+    entity is the user (``entity_type`` ``user``), whoever acted."""
+    rows = await conn.execute(
+        select(*_COLUMNS).where(_about(user_id)).order_by(AuditEntry.id.desc()).limit(limit)
+    )
+    return [_record(row) for row in rows]
+
+
+async def orgs_acted_in(conn: AsyncConnection, user_id: uuid.UUID, action: str) -> list[uuid.UUID]:
+    """The organizations in whose chains ``user_id`` is the actor of an ``action`` row."""
+    rows = await conn.execute(
+        select(AuditEntry.org_id)
+        .where(
+            AuditEntry.actor_user_id == user_id,
+            AuditEntry.action == action,
+            AuditEntry.org_id.is_not(None),
+        )
+        .distinct()
+    )
+    return sorted(org_id for (org_id,) in rows if org_id is not None)
+
+
+async def chain_tips(
+    conn: AsyncConnection, org_ids: Sequence[uuid.UUID | None]
+) -> dict[str, tuple[int, str]]:
+    """The newest row (id, hash) of each chain named by ``org_ids`` (None: the platform
+    chain), by chain key; a chain without rows is left out. One backward step of the
+    ``(org_id, id)`` index per chain, written as the append's head query is (see above
+    :func:`postgres_append_function`): no other plan gives that order."""
+    tips: dict[str, tuple[int, str]] = {}
+    for org_id in org_ids:
+        stmt = select(AuditEntry.id, AuditEntry.hash)
+        if org_id is None:
+            stmt = stmt.where(AuditEntry.org_id.is_(None)).order_by(
+                AuditEntry.org_id.desc().nulls_first(), AuditEntry.id.desc()
+            )
+        else:
+            stmt = stmt.where(AuditEntry.org_id >= org_id, AuditEntry.org_id <= org_id).order_by(
+                AuditEntry.org_id.desc(), AuditEntry.id.desc()
+            )
+        row = (await conn.execute(stmt.limit(1))).first()
+        if row is not None:
+            tips[chain_key(org_id)] = (int(row[0]), str(row[1]))
+    return tips
 
 
 @dataclass(frozen=True, slots=True)

@@ -210,6 +210,30 @@ class Database:
         after_commit.run(conn)
 
     @asynccontextmanager
+    async def schema_transaction(self) -> AsyncIterator[AsyncConnection]:
+        """The migrations' write transaction. On SQLite, foreign-key enforcement is off
+        inside it and checked (``PRAGMA foreign_key_check``) before the commit, as SQLite's
+        procedure for schema changes asks: Alembic's batch mode rebuilds a table by dropping
+        the old one, and a DROP TABLE under enforcement deletes every row that references
+        it through ON DELETE CASCADE (a users rebuild would empty sessions, memberships...).
+        The pragma only takes effect outside a transaction, hence set before BEGIN."""
+        if self.dialect != "sqlite":
+            async with self.transaction() as conn:
+                yield conn
+            return
+        async with self._write_engine.connect() as conn:
+            driver: Any = (await conn.get_raw_connection()).driver_connection
+            await driver.execute("PRAGMA foreign_keys=OFF")
+            try:
+                async with conn.begin():
+                    yield conn
+                    broken = (await conn.exec_driver_sql("PRAGMA foreign_key_check")).all()
+                    if broken:
+                        raise RuntimeError(f"foreign keys broken by a migration: {broken[:5]}")
+            finally:
+                await driver.execute("PRAGMA foreign_keys=ON")
+
+    @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncConnection]:
         """A connection for reads that change nothing."""
         async with self._read_engine.connect() as conn:

@@ -8,6 +8,11 @@ loser changes nothing and learns it from the row count.
 Like ``memberships``, this table is part of the tenancy directory (read before the
 invitee belongs to the organization): no row-level security; every query is keyed by the
 organization the service verified or by the invitee's verified email key.
+
+The invitee may have no account, so ``email`` is sealed with the master data-key ring (bound
+to the invitation's row) and ``email_key`` holds the blind index of the folded address
+(``db/sealed.py``). Records carry plaintext: the address, and its folded form as
+``email_key`` (what accepting compares); look-ups match the index under every ring key.
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, Row, and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from authkeep.db.models import Invitation, Organization, User
+from authkeep.db import sealed
+from authkeep.db.models import Invitation, Organization, User, UserKey
+from authkeep.security.emails import email_key as fold_email
+from authkeep.security.envelope import Envelope
 from authkeep.security.permissions import Role
 
 __all__ = [
@@ -41,7 +49,8 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class InvitationRecord:
-    """One invitation, with its organization's name (for the invitee's list)."""
+    """One invitation, with its organization's name (for the invitee's list). ``email_key``
+    is the folded address (``""`` with ``email`` when the stored address cannot be read)."""
 
     id: uuid.UUID
     org_id: uuid.UUID
@@ -95,8 +104,11 @@ def _pending(now: datetime) -> ColumnElement[bool]:
     )
 
 
-def _record(row: Row[Any]) -> InvitationRecord:
+def _record(envelope: Envelope, row: Row[Any]) -> InvitationRecord:
     values = list(row)
+    email = sealed.open_master(envelope, "invitations", "email", values[0], values[3]) or ""
+    values[3] = email
+    values[4] = fold_email(email)
     values[5] = Role(values[5])
     return InvitationRecord(*values)
 
@@ -107,6 +119,7 @@ def _select() -> Any:
 
 async def insert_invitation(
     conn: AsyncConnection,
+    envelope: Envelope,
     *,
     org_id: uuid.UUID,
     email: str,
@@ -117,14 +130,15 @@ async def insert_invitation(
     now: datetime,
     expires_at: datetime,
 ) -> uuid.UUID:
-    """Write a new pending invitation; its id."""
+    """Write a new pending invitation; its id. ``email`` is the stored form (sealed),
+    ``email_key`` the folded one (stored as its blind index)."""
     invitation_id = uuid.uuid4()
     await conn.execute(
         insert(Invitation).values(
             id=invitation_id,
             organization_id=org_id,
-            email=email,
-            email_key=email_key,
+            email=sealed.seal_master(envelope, "invitations", "email", invitation_id, email),
+            email_key=envelope.blind_index(email_key),
             role=role.value,
             token_hash=token_hash,
             invited_by=invited_by,
@@ -136,14 +150,14 @@ async def insert_invitation(
 
 
 async def revoke_pending(
-    conn: AsyncConnection, org_id: uuid.UUID, email_key: str, now: datetime
+    conn: AsyncConnection, envelope: Envelope, org_id: uuid.UUID, email_key: str, now: datetime
 ) -> list[uuid.UUID]:
     """Revoke every pending invitation of ``email_key`` into ``org_id`` (a re-invite
     replaces them); their ids."""
     rows = await conn.execute(
         select(Invitation.id).where(
             Invitation.organization_id == org_id,
-            Invitation.email_key == email_key,
+            Invitation.email_key.in_(envelope.blind_indexes(email_key)),
             _pending(now),
         )
     )
@@ -156,7 +170,7 @@ async def revoke_pending(
 
 
 async def pending_for_org(
-    conn: AsyncConnection, org_id: uuid.UUID, now: datetime
+    conn: AsyncConnection, envelope: Envelope, org_id: uuid.UUID, now: datetime
 ) -> list[InvitationRecord]:
     """The pending invitations of a live organization, oldest first."""
     rows = await conn.execute(
@@ -164,31 +178,40 @@ async def pending_for_org(
         .where(Invitation.organization_id == org_id, _LIVE_ORG, _pending(now))
         .order_by(Invitation.created_at, Invitation.id)
     )
-    return [_record(row) for row in rows]
+    return [_record(envelope, row) for row in rows]
 
 
-async def for_email(conn: AsyncConnection, email_key: str, now: datetime) -> list[InvitationRecord]:
-    """The pending invitations of an email key into live organizations, oldest first."""
+async def for_email(
+    conn: AsyncConnection, envelope: Envelope, email_key: str, now: datetime
+) -> list[InvitationRecord]:
+    """The pending invitations of the folded address ``email_key`` into live
+    organizations, oldest first."""
     rows = await conn.execute(
         _select()
-        .where(Invitation.email_key == email_key, _LIVE_ORG, _pending(now))
+        .where(
+            Invitation.email_key.in_(envelope.blind_indexes(email_key)), _LIVE_ORG, _pending(now)
+        )
         .order_by(Invitation.created_at, Invitation.id)
     )
-    return [_record(row) for row in rows]
+    return [_record(envelope, row) for row in rows]
 
 
-async def by_id(conn: AsyncConnection, invitation_id: uuid.UUID) -> InvitationRecord | None:
+async def by_id(
+    conn: AsyncConnection, envelope: Envelope, invitation_id: uuid.UUID
+) -> InvitationRecord | None:
     """One invitation into a live organization, whatever its state."""
     row = (await conn.execute(_select().where(Invitation.id == invitation_id, _LIVE_ORG))).first()
-    return _record(row) if row else None
+    return _record(envelope, row) if row else None
 
 
-async def by_token_hash(conn: AsyncConnection, token_hash: str) -> InvitationRecord | None:
+async def by_token_hash(
+    conn: AsyncConnection, envelope: Envelope, token_hash: str
+) -> InvitationRecord | None:
     """The invitation whose link token hashes to ``token_hash`` (live organization)."""
     row = (
         await conn.execute(_select().where(Invitation.token_hash == token_hash, _LIVE_ORG))
     ).first()
-    return _record(row) if row else None
+    return _record(envelope, row) if row else None
 
 
 async def _settle(
@@ -237,14 +260,18 @@ class Invitee:
     email_verified: bool
 
 
-async def invitee(conn: AsyncConnection, user_id: uuid.UUID) -> Invitee | None:
+async def invitee(conn: AsyncConnection, envelope: Envelope, user_id: uuid.UUID) -> Invitee | None:
     """The user's folded email and whether its address was proven; None for an account that
-    cannot sign in (inactive or deleted)."""
+    cannot sign in (inactive or deleted) or whose address cannot be read."""
     row = (
         await conn.execute(
-            select(User.email_key, User.email_verified_at).where(
-                User.id == user_id, User.is_active.is_(True), User.deleted_at.is_(None)
-            )
+            select(User.email, User.email_verified_at, UserKey.wrapped_key)
+            .outerjoin(UserKey, UserKey.user_id == User.id)
+            .where(User.id == user_id, User.is_active.is_(True), User.deleted_at.is_(None))
         )
     ).first()
-    return Invitee(row[0], row[1] is not None) if row else None
+    if row is None:
+        return None
+    aead = sealed.user_cipher(envelope, user_id, row[2])
+    email = sealed.open_user(aead, "users", "email", user_id, row[0])
+    return Invitee(fold_email(email), row[1] is not None) if email else None

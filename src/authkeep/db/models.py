@@ -29,7 +29,8 @@ from authkeep.db.base import Base, UTCDateTime, utcnow
 
 class User(Base):
     """An account. ``email`` is the stored (display) form, ``email_key`` the folded one that
-    uniqueness and look-ups use. Deleting sets ``deleted_at``; rows are never removed."""
+    uniqueness and look-ups use. Deleting sets ``deleted_at`` (the account is locked) and
+    ``deletion_at``; the erasure then removes the row (``services/privacy/erasure.py``)."""
 
     __tablename__ = "users"
 
@@ -48,6 +49,12 @@ class User(Base):
     # A confirmed TOTP factor or a passkey exists (kept by the MFA services; read with the
     # user, so the step-up check costs no query of its own).
     mfa_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Deletion and retention (docs/privacy.md): when a requested deletion becomes an
+    # erasure (None: none pending); the newest use known before the rows that recorded it
+    # were purged (sessions, API keys); when the inactivity warning went out.
+    deletion_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    last_active_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    inactivity_warned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class UserKey(Base):

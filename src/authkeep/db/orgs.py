@@ -10,13 +10,15 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import Row, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import Row, Select, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from authkeep.db.models import AuthSession, Membership, Organization, User
+from authkeep.db import sealed
+from authkeep.db.models import AuthSession, Membership, Organization, User, UserKey
+from authkeep.security.envelope import Envelope
 from authkeep.security.permissions import Role, parse_role
 
 
@@ -73,7 +75,14 @@ _ORG_COLUMNS = (
     Membership.role,
     Organization.require_mfa,
 )
-_MEMBER_COLUMNS = (User.id, User.email, User.full_name, Membership.role, Membership.created_at)
+_MEMBER_COLUMNS = (
+    User.id,
+    User.email,
+    User.full_name,
+    Membership.role,
+    Membership.created_at,
+    UserKey.wrapped_key,
+)
 
 
 def _org(row: Row[uuid.UUID, str, datetime, str, bool]) -> OrgRecord:
@@ -81,9 +90,26 @@ def _org(row: Row[uuid.UUID, str, datetime, str, bool]) -> OrgRecord:
     return OrgRecord(org_id, name, created_at, Role(role), bool(require_mfa))
 
 
-def _member(row: Row[uuid.UUID, str, str | None, str, datetime]) -> MemberRecord:
-    user_id, email, full_name, role, joined = row
-    return MemberRecord(user_id, email, full_name, Role(role), joined)
+def _member(envelope: Envelope, row: Row[Any]) -> MemberRecord:
+    user_id, email, full_name, role, joined, wrapped = tuple(row)
+    # Sealed with the member's key (db/users.py); "" / None when it cannot be read.
+    aead = sealed.user_cipher(envelope, user_id, wrapped)
+    return MemberRecord(
+        user_id,
+        sealed.open_user(aead, "users", "email", user_id, email) or "",
+        sealed.open_user(aead, "users", "full_name", user_id, full_name),
+        Role(role),
+        joined,
+    )
+
+
+def _select_members() -> Select[*tuple[Any, ...]]:
+    return (
+        select(*_MEMBER_COLUMNS)
+        .select_from(User)
+        .join(Membership, Membership.user_id == User.id)
+        .outerjoin(UserKey, UserKey.user_id == User.id)
+    )
 
 
 async def insert_org(
@@ -213,38 +239,53 @@ async def insert_member(
         raise AlreadyMember() from None
 
 
-async def members(conn: AsyncConnection, org_id: uuid.UUID) -> list[MemberRecord]:
+async def members(
+    conn: AsyncConnection, envelope: Envelope, org_id: uuid.UUID
+) -> list[MemberRecord]:
     """Every member of an organization, oldest first."""
     rows = await conn.execute(
-        select(*_MEMBER_COLUMNS)
-        .join(Membership, Membership.user_id == User.id)
+        _select_members()
         .where(Membership.organization_id == org_id)
         .order_by(Membership.created_at, User.id)
     )
-    return [_member(row) for row in rows]
+    return [_member(envelope, row) for row in rows]
+
+
+async def member_ids(conn: AsyncConnection, org_id: uuid.UUID) -> list[uuid.UUID]:
+    """The user ids of an organization's members (nothing to decrypt)."""
+    rows = await conn.execute(
+        select(Membership.user_id).where(Membership.organization_id == org_id)
+    )
+    return list(rows.scalars())
 
 
 async def member(
-    conn: AsyncConnection, org_id: uuid.UUID, user_id: uuid.UUID
+    conn: AsyncConnection, envelope: Envelope, org_id: uuid.UUID, user_id: uuid.UUID
 ) -> MemberRecord | None:
     """One member of an organization."""
     row = (
         await conn.execute(
-            select(*_MEMBER_COLUMNS)
-            .join(Membership, Membership.user_id == User.id)
-            .where(Membership.organization_id == org_id, Membership.user_id == user_id)
+            _select_members().where(
+                Membership.organization_id == org_id, Membership.user_id == user_id
+            )
         )
     ).first()
-    return _member(row) if row else None
+    return _member(envelope, row) if row else None
 
 
-async def has_member_with_email(conn: AsyncConnection, org_id: uuid.UUID, email_key: str) -> bool:
-    """Whether the account with the folded email ``email_key`` is a member of ``org_id``."""
+async def has_member_with_email(
+    conn: AsyncConnection, envelope: Envelope, org_id: uuid.UUID, email_key: str
+) -> bool:
+    """Whether the account with the folded email ``email_key`` is a member of ``org_id``
+    (matched by blind index under every ring key)."""
     row = (
         await conn.execute(
             select(Membership.user_id)
             .join(User, User.id == Membership.user_id)
-            .where(Membership.organization_id == org_id, User.email_key == email_key)
+            .where(
+                Membership.organization_id == org_id,
+                User.email_key.in_(envelope.blind_indexes(email_key)),
+            )
         )
     ).first()
     return row is not None

@@ -3,10 +3,17 @@
 Every statement that settles a message is *fenced* by ``locked_by``: a worker whose lease
 ran out (it stalled, and another worker claimed the message again) changes nothing, so a
 message is settled by the worker that holds it and by no other.
+
+**Sealed payloads.** Payloads hold email addresses, bodies' links and webhook events: they
+are stored as ``{"sealed": "<JSON sealed with the master data-key ring>"}``, bound to the
+row's id (a sealed payload copied into another row does not open there). The id is made here,
+before the insert, for that. Writers without an envelope (tests, tools) store plain JSON, and
+:func:`open_payload` reads both: rows queued before encryption still deliver.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -18,6 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from authkeep.db.models import OutboxMessage
+from authkeep.security.envelope import Envelope, SealedValueError, field_context
 
 PENDING = "pending"
 SENDING = "sending"
@@ -25,6 +33,52 @@ SENT = "sent"
 DEAD = "dead"
 
 _TABLE = cast(Table, OutboxMessage.__table__)
+SEALED = "sealed"
+"""The one key of a sealed payload."""
+
+
+def seal_payload(
+    envelope: Envelope | None,
+    row_id: uuid.UUID,
+    payload: Mapping[str, Any],
+    *,
+    table: str = "outbox",
+) -> dict[str, Any]:
+    """``payload`` as stored in row ``row_id`` of ``table`` (plain JSON without an
+    envelope)."""
+    if envelope is None:
+        return dict(payload)
+    text = json.dumps(dict(payload), separators=(",", ":"), allow_nan=False)
+    return {SEALED: envelope.seal(text, context=field_context(table, "payload", row_id))}
+
+
+def is_sealed(stored: Mapping[str, Any]) -> bool:
+    """Whether a stored payload is sealed (else: plain JSON, written before encryption)."""
+    return set(stored) == {SEALED} and isinstance(stored[SEALED], str)
+
+
+def open_payload(
+    envelope: Envelope | None,
+    row_id: uuid.UUID,
+    stored: Mapping[str, Any],
+    *,
+    table: str = "outbox",
+) -> dict[str, Any]:
+    """The payload of row ``row_id`` of ``table``; a plain one as it is.
+    :class:`SealedValueError` when a sealed one does not open here (sealed for another row,
+    with a data key no longer in the ring, or no envelope to open it with)."""
+    if not is_sealed(stored):
+        return dict(stored)
+    if envelope is None:
+        raise SealedValueError("a sealed payload, and no data keys to open it")
+    text = envelope.open(str(stored[SEALED]), context=field_context(table, "payload", row_id))
+    try:
+        opened = json.loads(text)
+    except ValueError as exc:
+        raise SealedValueError("a sealed payload that is not JSON") from exc
+    if not isinstance(opened, dict):
+        raise SealedValueError("a sealed payload that is not a JSON object")
+    return opened
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +100,15 @@ async def insert_message(
     dedup_key: str | None,
     now: datetime,
     available_at: datetime | None = None,
+    envelope: Envelope | None = None,
 ) -> uuid.UUID | None:
-    """Add a pending message; None when ``dedup_key`` was already used (nothing added)."""
+    """Add a pending message (its payload sealed with ``envelope``); None when
+    ``dedup_key`` was already used (nothing added)."""
+    message_id = uuid.uuid4()
     values = {
-        "id": uuid.uuid4(),
+        "id": message_id,
         "kind": kind,
-        "payload": dict(payload),
+        "payload": seal_payload(envelope, message_id, payload),
         "dedup_key": dedup_key,
         "status": PENDING,
         "attempts": 0,
@@ -172,8 +229,10 @@ async def mark_sent(
     worker: str,
     now: datetime,
     payload: Mapping[str, Any],
+    envelope: Envelope | None = None,
 ) -> bool:
-    """Record the delivery; ``payload`` replaces the stored one (scrubbed of tokens)."""
+    """Record the delivery; ``payload`` replaces the stored one (scrubbed of tokens; sealed
+    with ``envelope``, like every payload at rest)."""
     result = await conn.execute(
         update(OutboxMessage)
         .where(_held(message_id, worker))
@@ -183,7 +242,7 @@ async def mark_sent(
             locked_by=None,
             locked_until=None,
             last_error=None,
-            payload=dict(payload),
+            payload=seal_payload(envelope, message_id, payload),
         )
     )
     return bool(result.rowcount)
@@ -197,9 +256,11 @@ async def mark_failed(
     error: str,
     retry_at: datetime | None,
     payload: Mapping[str, Any] | None = None,
+    envelope: Envelope | None = None,
 ) -> bool:
     """Record a failed attempt: pending again at ``retry_at``, or dead when it is None
-    (``payload`` then replaces the stored one, scrubbed of tokens)."""
+    (``payload`` then replaces the stored one, scrubbed of tokens, sealed with
+    ``envelope``)."""
     values: dict[str, Any] = {
         "locked_by": None,
         "locked_until": None,
@@ -208,7 +269,7 @@ async def mark_failed(
     if retry_at is None:
         values["status"] = DEAD
         if payload is not None:
-            values["payload"] = dict(payload)
+            values["payload"] = seal_payload(envelope, message_id, payload)
     else:
         values.update(status=PENDING, next_attempt_at=retry_at)
     result = await conn.execute(

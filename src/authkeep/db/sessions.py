@@ -1,18 +1,25 @@
-"""Queries on ``auth_sessions`` and ``refresh_tokens``."""
+"""Queries on ``auth_sessions`` and ``refresh_tokens``.
+
+A session's ``ip`` and ``user_agent`` are personal data: sealed with the user's key, bound to
+the session's row (``db/sealed.py``); reads join the key in and return plaintext.
+"""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, and_, delete, insert, or_, select, update
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import Row, Select, Table, and_, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from authkeep.db import sealed
 from authkeep.db.base import IP_LENGTH, USER_AGENT_LENGTH
-from authkeep.db.models import AuthSession, RefreshToken
+from authkeep.db.models import AuthSession, RefreshToken, UserKey
 from authkeep.security.assurance import AuthContext, parse_amr
+from authkeep.security.envelope import Envelope
 from authkeep.security.text import clip
 
 
@@ -73,6 +80,7 @@ _SESSION_COLUMNS = (
     AuthSession.user_agent,
     AuthSession.auth_time,
     AuthSession.amr,
+    UserKey.wrapped_key,
 )
 # Core inserts built once (values come with each execute): every login and refresh runs
 # them, and the ORM's per-call ``insert(Entity).values(...)`` cost more than the round trip.
@@ -92,8 +100,23 @@ _REFRESH_COLUMNS = (
 )
 
 
+def _session(envelope: Envelope, row: Row[Any]) -> SessionRecord:
+    values = row._asdict()
+    aead = sealed.user_cipher(envelope, values["user_id"], values.pop("wrapped_key"))
+    for column in ("ip", "user_agent"):
+        values[column] = sealed.open_user(
+            aead, "auth_sessions", column, values["id"], values[column]
+        )
+    return SessionRecord(**values)
+
+
+def _select_sessions() -> Select[*tuple[Any, ...]]:
+    return select(*_SESSION_COLUMNS).outerjoin(UserKey, UserKey.user_id == AuthSession.user_id)
+
+
 async def create_session(
     conn: AsyncConnection,
+    envelope: Envelope,
     *,
     user_id: uuid.UUID,
     now: datetime,
@@ -104,8 +127,14 @@ async def create_session(
     amr: str = "pwd",
 ) -> uuid.UUID:
     """Insert a new live session (active in ``org_id``, if given), authenticated now by
-    the methods ``amr`` (comma-separated), and return its id."""
+    the methods ``amr`` (comma-separated), and return its id. The IP address and user agent
+    are sealed with the user's key (remembered since the sign-in read the user: no query);
+    an erased account's key is gone, and they are not kept."""
     session_id = uuid.uuid4()
+    try:
+        aead = await sealed.require_cipher(conn, envelope, user_id)
+    except sealed.MissingUserKey:
+        aead = None
     await conn.execute(
         _INSERT_SESSION,
         {
@@ -116,8 +145,10 @@ async def create_session(
             "expires_at": expires_at,
             # Reported by the client, so recorded, never refused: an over-long or binary
             # value must not fail the login it describes.
-            "ip": clip(ip, IP_LENGTH),
-            "user_agent": clip(user_agent, USER_AGENT_LENGTH),
+            "ip": _seal(aead, session_id, "ip", clip(ip, IP_LENGTH)),
+            "user_agent": _seal(
+                aead, session_id, "user_agent", clip(user_agent, USER_AGENT_LENGTH)
+            ),
             "org_id": org_id,
             "auth_time": now,
             "amr": amr,
@@ -126,21 +157,31 @@ async def create_session(
     return session_id
 
 
-async def get_session(conn: AsyncConnection, session_id: uuid.UUID) -> SessionRecord | None:
+def _seal(aead: AESGCM | None, session_id: uuid.UUID, column: str, value: str | None) -> str | None:
+    if aead is None:
+        return None
+    return sealed.seal_user(aead, "auth_sessions", column, session_id, value)
+
+
+async def get_session(
+    conn: AsyncConnection, envelope: Envelope, session_id: uuid.UUID
+) -> SessionRecord | None:
     """One session, live or not."""
-    row = (
-        await conn.execute(select(*_SESSION_COLUMNS).where(AuthSession.id == session_id))
-    ).first()
-    return SessionRecord(**row._asdict()) if row else None
+    row = (await conn.execute(_select_sessions().where(AuthSession.id == session_id))).first()
+    return _session(envelope, row) if row else None
 
 
 async def live_sessions(
-    conn: AsyncConnection, user_id: uuid.UUID, now: datetime, idle_timeout: timedelta
+    conn: AsyncConnection,
+    envelope: Envelope,
+    user_id: uuid.UUID,
+    now: datetime,
+    idle_timeout: timedelta,
 ) -> list[SessionRecord]:
     """A user's sessions that are neither revoked, expired nor idle for ``idle_timeout``,
     most recently used first."""
     rows = await conn.execute(
-        select(*_SESSION_COLUMNS)
+        _select_sessions()
         .where(
             AuthSession.user_id == user_id,
             AuthSession.revoked_at.is_(None),
@@ -149,7 +190,21 @@ async def live_sessions(
         )
         .order_by(AuthSession.last_used_at.desc())
     )
-    return [SessionRecord(**row._asdict()) for row in rows]
+    return [_session(envelope, row) for row in rows]
+
+
+async def sessions_of(
+    conn: AsyncConnection, envelope: Envelope, user_id: uuid.UUID, *, limit: int
+) -> list[SessionRecord]:
+    """Every stored session of a user, live or ended (until the purge removes it), newest
+    first, at most ``limit`` (the data export)."""
+    rows = await conn.execute(
+        _select_sessions()
+        .where(AuthSession.user_id == user_id)
+        .order_by(AuthSession.created_at.desc(), AuthSession.id)
+        .limit(limit)
+    )
+    return [_session(envelope, row) for row in rows]
 
 
 async def touch_session(conn: AsyncConnection, session_id: uuid.UUID, now: datetime) -> None:

@@ -1,17 +1,35 @@
-"""Queries on ``users``. Core statements on the ORM tables: no identity map, no lazy loads."""
+"""Queries on ``users``. Core statements on the ORM tables: no identity map, no lazy loads.
+
+Personal data is sealed at rest (``security/envelope.py``, docs/privacy.md): ``email`` and
+``full_name`` with the account's own user key (``user_keys``, joined into every read, so a
+read stays one query), ``email_key`` is the keyed blind index of the folded address. Reads
+return plaintext; look-ups by address match its index under every key of the ring.
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, TypeVar
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from authkeep.db import sealed, user_keys
 from authkeep.db.base import utcnow
-from authkeep.db.models import Membership, Organization, TotpFactor, User, WebAuthnCredential
+from authkeep.db.models import (
+    Membership,
+    Organization,
+    TotpFactor,
+    User,
+    UserKey,
+    WebAuthnCredential,
+)
+from authkeep.security.emails import email_key as fold_email
+from authkeep.security.envelope import Envelope
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +59,8 @@ class UserRecord:
         return self.email_verified_at is not None
 
 
-# The columns of a UserRecord, in its field order (other queries join them in).
+# The columns of a UserRecord, in its field order, then the account's wrapped user key (other
+# queries join them in: select them, :func:`join_user_key`, and :func:`user_from_row`).
 USER_COLUMNS = (
     User.id,
     User.email,
@@ -52,37 +71,85 @@ USER_COLUMNS = (
     User.deleted_at,
     User.email_verified_at,
     User.mfa_enabled,
+    UserKey.wrapped_key,
 )
 _COLUMNS = USER_COLUMNS
+
+UNREADABLE_EMAIL = ""
+"""What ``UserRecord.email`` holds when the stored address cannot be read: the account was
+erased (its key destroyed) or the row is damaged (``db/sealed.py``). No real address is
+empty."""
+
+# Columns that hold sealed values or the blind index: written only by the functions below.
+_SEALED = frozenset({"email", "email_key", "full_name"})
+
+
+_Select = TypeVar("_Select", bound="Select[*tuple[Any, ...]]")
 
 
 class EmailTaken(Exception):
     """The folded email already belongs to an account."""
 
 
-def _record(row: object) -> UserRecord:
-    return UserRecord(*row)  # type: ignore[misc]
+def join_user_key(stmt: _Select) -> _Select:
+    """``stmt`` (a select of :data:`USER_COLUMNS` and more) with the user key joined in: one
+    query reads a user and the key that opens it."""
+    return stmt.outerjoin(UserKey, UserKey.user_id == User.id)
 
 
-async def get_by_id(conn: AsyncConnection, user_id: uuid.UUID) -> UserRecord | None:
+def user_from_row(envelope: Envelope, row: Sequence[Any]) -> UserRecord:
+    """The :class:`UserRecord` of the :data:`USER_COLUMNS` at the start of ``row``, opened.
+    The key is unwrapped once and remembered (:class:`Envelope`'s bounded map), so a
+    request's later writes (a session's IP address) need no key read of their own."""
+    user_id = row[0]
+    aead = sealed.user_cipher(envelope, user_id, row[9])
+    email = sealed.open_user(aead, "users", "email", user_id, row[1])
+    return UserRecord(
+        user_id,
+        UNREADABLE_EMAIL if email is None else email,
+        sealed.open_user(aead, "users", "full_name", user_id, row[2]),
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        row[7],
+        row[8],
+    )
+
+
+def _readable(user: UserRecord) -> UserRecord | None:
+    # An account whose address cannot be read does not authenticate: its tokens would carry
+    # no address, and a damaged row is for an operator to look at, not to sign in with.
+    return None if user.email == UNREADABLE_EMAIL else user
+
+
+def _by_id() -> Select[*tuple[Any, ...]]:
+    return join_user_key(select(*_COLUMNS))
+
+
+async def get_by_id(
+    conn: AsyncConnection, envelope: Envelope, user_id: uuid.UUID
+) -> UserRecord | None:
     """The user with this id, deleted or not."""
-    row = (await conn.execute(select(*_COLUMNS).where(User.id == user_id))).first()
-    return _record(row) if row else None
+    row = (await conn.execute(_by_id().where(User.id == user_id))).first()
+    return user_from_row(envelope, row) if row else None
 
 
 async def get_with_role(
-    conn: AsyncConnection, user_id: uuid.UUID, org_id: uuid.UUID | None
+    conn: AsyncConnection, envelope: Envelope, user_id: uuid.UUID, org_id: uuid.UUID | None
 ) -> tuple[UserRecord, str | None, bool] | None:
     """The user, their CURRENT role in ``org_id`` (None if not a member) and whether that
     organization requires a second factor, in one query on primary keys: the per-request
     path, so a role change, a removal or a new MFA policy takes effect on the member's next
-    request instead of when their token expires."""
+    request instead of when their token expires. None also for an account whose address
+    cannot be read."""
     if org_id is None:
-        user = await get_by_id(conn, user_id)
+        user = await get_by_id(conn, envelope, user_id)
+        user = _readable(user) if user else None
         return (user, None, False) if user else None
     row = (
         await conn.execute(
-            select(*_COLUMNS, Membership.role, Organization.require_mfa)
+            join_user_key(select(*_COLUMNS, Membership.role, Organization.require_mfa))
             .outerjoin(
                 Membership,
                 and_(Membership.user_id == User.id, Membership.organization_id == org_id),
@@ -93,28 +160,46 @@ async def get_with_role(
     ).first()
     if row is None:
         return None
-    role = row[-2]
-    return _record(row[:-2]), None if role is None else str(role), bool(row[-1])
+    found = _readable(user_from_row(envelope, row))
+    if found is None:
+        return None
+    values = tuple(row)
+    role = values[-2]
+    return found, None if role is None else str(role), bool(values[-1])
 
 
 # Built once: every login runs it, and building a statement costs more than running it.
-_CREDENTIALS = select(*_COLUMNS, User.hashed_password).where(
-    User.email_key == bindparam("email_key")
+# The index of the address under every key of the ring: an account not yet re-indexed
+# after a rotation is still found.
+_CREDENTIALS = join_user_key(select(*_COLUMNS, User.hashed_password)).where(
+    User.email_key.in_(bindparam("indexes", expanding=True))
 )
 
 
-async def get_credentials(conn: AsyncConnection, email_key: str) -> tuple[UserRecord, str] | None:
-    """The user with this folded email and its password hash, for login."""
-    row = (await conn.execute(_CREDENTIALS, {"email_key": email_key})).first()
+async def get_credentials(
+    conn: AsyncConnection, envelope: Envelope, email_key: str
+) -> tuple[UserRecord, str] | None:
+    """The user with the folded email ``email_key`` and its password hash, for login, in
+    one query (the user key comes with it). None also for an account whose address cannot
+    be read."""
+    row = (
+        await conn.execute(_CREDENTIALS, {"indexes": list(envelope.blind_indexes(email_key))})
+    ).first()
     if row is None:
         return None
-    return _record(row[:-1]), row[-1]
+    user = _readable(user_from_row(envelope, row))
+    return (user, row[-1]) if user else None
 
 
-async def get_by_email_key(conn: AsyncConnection, email_key: str) -> UserRecord | None:
-    """The user with this folded email, deleted or not."""
-    row = (await conn.execute(select(*_COLUMNS).where(User.email_key == email_key))).first()
-    return _record(row) if row else None
+async def get_by_email_key(
+    conn: AsyncConnection, envelope: Envelope, email_key: str
+) -> UserRecord | None:
+    """The user with the folded email ``email_key``, deleted or not; None also for an account
+    whose address cannot be read (nothing can be sent to it)."""
+    row = (
+        await conn.execute(_by_id().where(User.email_key.in_(envelope.blind_indexes(email_key))))
+    ).first()
+    return _readable(user_from_row(envelope, row)) if row else None
 
 
 async def get_password_hash(conn: AsyncConnection, user_id: uuid.UUID) -> str | None:
@@ -124,8 +209,24 @@ async def get_password_hash(conn: AsyncConnection, user_id: uuid.UUID) -> str | 
     ).scalar_one_or_none()
 
 
+async def _taken_under_older_keys(
+    conn: AsyncConnection, envelope: Envelope, email_key: str, user_id: uuid.UUID
+) -> bool:
+    # The unique constraint compares the newest index only: until a rotation has re-indexed
+    # every row, an address indexed under an older key must be looked for (no query at all
+    # with a one-key ring).
+    older = envelope.blind_indexes(email_key)[1:]
+    if not older:
+        return False
+    found = await conn.execute(
+        select(User.id).where(User.email_key.in_(older), User.id != user_id).limit(1)
+    )
+    return found.first() is not None
+
+
 async def insert_user(
     conn: AsyncConnection,
+    envelope: Envelope,
     *,
     email: str,
     email_key: str,
@@ -134,19 +235,24 @@ async def insert_user(
     is_superuser: bool = False,
     email_verified: bool = False,
 ) -> UserRecord:
-    """Create a user; raise :class:`EmailTaken` when the email is registered.
+    """Create a user and its user key (one transaction); raise :class:`EmailTaken` when the
+    email is registered. ``email`` is the stored form, sealed with the new key with
+    ``full_name``; ``email_key`` the folded form, stored as its blind index.
     ``email_verified``: the address counts as proven (an operator created the account)."""
     now = utcnow()
     verified_at = now if email_verified else None
     user_id = uuid.uuid4()
     try:
         async with conn.begin_nested():
+            if await _taken_under_older_keys(conn, envelope, email_key, user_id):
+                raise EmailTaken()
+            aead = await user_keys.create(conn, envelope, user_id)
             await conn.execute(
                 insert(User).values(
                     id=user_id,
-                    email=email,
-                    email_key=email_key,
-                    full_name=full_name,
+                    email=sealed.seal_user(aead, "users", "email", user_id, email),
+                    email_key=envelope.blind_index(email_key),
+                    full_name=sealed.seal_user(aead, "users", "full_name", user_id, full_name),
                     hashed_password=hashed_password,
                     is_active=True,
                     is_superuser=is_superuser,
@@ -168,60 +274,85 @@ async def set_password_hash(conn: AsyncConnection, user_id: uuid.UUID, hashed: s
 
 
 async def mark_email_verified(
-    conn: AsyncConnection, user_id: uuid.UUID, email: str, now: datetime
+    conn: AsyncConnection, envelope: Envelope, user_id: uuid.UUID, email: str, now: datetime
 ) -> bool:
     """Record that the owner proved ``email``, if it is still the account's address (a link
     sent to an address the account has since left proves nothing about the new one).
-    Returns whether the account's address is ``email``."""
+    Returns whether the account's address is ``email``. Compared by blind index (the stored
+    address is ciphertext): the folded forms must match."""
+    indexes = envelope.blind_indexes(fold_email(email))
     result = await conn.execute(
         update(User)
-        .where(User.id == user_id, User.email == email)
+        .where(User.id == user_id, User.email_key.in_(indexes))
         .values(email_verified_at=func.coalesce(User.email_verified_at, now), updated_at=now)
     )
     return bool(result.rowcount)
 
 
 async def set_email(
-    conn: AsyncConnection, user_id: uuid.UUID, *, email: str, email_key: str, now: datetime
+    conn: AsyncConnection,
+    envelope: Envelope,
+    user_id: uuid.UUID,
+    *,
+    email: str,
+    email_key: str,
+    now: datetime,
 ) -> None:
     """Give the account a new (proven) address; :class:`EmailTaken` when another account
-    has it."""
+    has it; :class:`~authkeep.db.sealed.MissingUserKey` for an erased account."""
+    aead = await sealed.require_cipher(conn, envelope, user_id)
     try:
         async with conn.begin_nested():
+            if await _taken_under_older_keys(conn, envelope, email_key, user_id):
+                raise EmailTaken()
             await conn.execute(
                 update(User)
                 .where(User.id == user_id)
-                .values(email=email, email_key=email_key, email_verified_at=now, updated_at=now)
+                .values(
+                    email=sealed.seal_user(aead, "users", "email", user_id, email),
+                    email_key=envelope.blind_index(email_key),
+                    email_verified_at=now,
+                    updated_at=now,
+                )
             )
     except IntegrityError:
         raise EmailTaken() from None
 
 
 async def update_user(conn: AsyncConnection, user_id: uuid.UUID, **values: object) -> None:
-    """Set columns of one user (``is_active``, ``is_superuser``, ``full_name``, ...)."""
+    """Set columns of one user (``is_active``, ``is_superuser``, ``deleted_at``, ...); the
+    sealed ones (``email``, ``full_name``, ``email_key``) go through their own functions."""
+    refused = _SEALED.intersection(values)
+    if refused:
+        raise ValueError(f"sealed columns are not set here: {sorted(refused)}")
     await conn.execute(update(User).where(User.id == user_id).values(updated_at=utcnow(), **values))
 
 
 async def search(
-    conn: AsyncConnection, *, query: str | None, offset: int, limit: int
+    conn: AsyncConnection,
+    envelope: Envelope,
+    *,
+    email_key: str | None = None,
+    user_id: uuid.UUID | None = None,
+    offset: int,
+    limit: int,
 ) -> tuple[list[UserRecord], int]:
-    """Users whose email or name contains ``query``, newest first, and the total count."""
-    condition = None
-    if query:
-        escaped = query.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        pattern = f"%{escaped}%"
-        condition = or_(
-            User.email_key.like(pattern, escape="\\"),
-            func.lower(User.full_name).like(pattern, escape="\\"),
-        )
-    stmt = select(*_COLUMNS).order_by(User.created_at.desc(), User.id)
+    """Users newest first, and the total count: every user, or the one with the folded
+    email ``email_key`` (by blind index) or the id ``user_id``. Addresses and names are
+    ciphertext: nothing matches a part of them."""
+    conditions: list[ColumnElement[bool]] = []
+    if email_key is not None:
+        conditions.append(User.email_key.in_(envelope.blind_indexes(email_key)))
+    if user_id is not None:
+        conditions.append(User.id == user_id)
+    stmt = _by_id().order_by(User.created_at.desc(), User.id)
     count = select(func.count()).select_from(User)
-    if condition is not None:
-        stmt = stmt.where(condition)
-        count = count.where(condition)
+    if conditions:
+        stmt = stmt.where(or_(*conditions))
+        count = count.where(or_(*conditions))
     rows = (await conn.execute(stmt.offset(offset).limit(limit))).all()
     total = (await conn.execute(count)).scalar_one()
-    return [_record(row) for row in rows], total
+    return [user_from_row(envelope, row) for row in rows], total
 
 
 async def refresh_mfa_enabled(conn: AsyncConnection, user_id: uuid.UUID) -> bool:

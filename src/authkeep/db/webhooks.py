@@ -13,6 +13,13 @@ in its transaction (:func:`insert_events`). The audit row's id and hash exist on
 joined its chain (at COMMIT on PostgreSQL, under the chain's lock, which no event work
 lengthens), so each event keeps the row's content digest — known before, recomputable from
 the stored row — and fan-out finds the committed row by it (:func:`audit_reference`).
+
+**Sealed payloads.** Events (outbox rows) and deliveries' bodies are stored sealed with the
+master data-key ring, each bound to its own row (``authkeep.db.outbox.seal_payload``): an
+event may carry an address or a name. Readers open them, and read plain ones (written
+before encryption, or without an envelope) as they are. A delivery whose body does not open
+reads with an empty body and ``readable`` False: the list still answers, the sender fails
+it for good.
 """
 
 from __future__ import annotations
@@ -21,26 +28,33 @@ import hashlib
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+import structlog
 from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from authkeep.db import audit
+from authkeep.db import audit, sealed
 from authkeep.db.audit_guard import quote_ident
 from authkeep.db.models import (
     AuditEntry,
     Membership,
     OutboxMessage,
     User,
+    UserKey,
     WebhookDelivery,
     WebhookEndpoint,
 )
+from authkeep.db.outbox import open_payload, seal_payload
+from authkeep.security.envelope import Envelope, SealedValueError
+
+log = structlog.get_logger("authkeep.db")
 
 PLATFORM_POLICY = "authkeep_webhook_platform"
+DELIVERY_TABLE = "webhook_deliveries"
 PENDING = "pending"
 SUCCEEDED = "succeeded"
 FAILED = "failed"
@@ -102,6 +116,8 @@ class DeliveryRecord:
     created_at: datetime
     last_attempt_at: datetime | None
     succeeded_at: datetime | None
+    readable: bool = True
+    """False when the stored body does not open (``payload`` is then empty)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,10 +172,18 @@ def _endpoint(row: Sequence[Any]) -> EndpointRecord:
     return EndpointRecord(*values)
 
 
-def _delivery(row: Sequence[Any]) -> DeliveryRecord:
+def _delivery(envelope: Envelope | None, row: Sequence[Any]) -> DeliveryRecord:
     values = list(row)
-    values[5] = dict(values[5] or {})
-    return DeliveryRecord(*values)
+    readable = True
+    try:
+        values[5] = open_payload(envelope, values[0], values[5] or {}, table=DELIVERY_TABLE)
+    except SealedValueError:
+        log.error(
+            "sealed_value_unreadable", table=DELIVERY_TABLE, column="payload", row_id=str(values[0])
+        )
+        values[5], readable = {}, False
+    record = DeliveryRecord(*values)
+    return record if readable else replace(record, readable=False)
 
 
 def _scope(column: Any, org_id: uuid.UUID | None) -> ColumnElement[bool]:
@@ -321,20 +345,23 @@ async def insert_delivery(
     event_type: str,
     payload: Mapping[str, Any],
     now: datetime,
+    envelope: Envelope | None = None,
 ) -> uuid.UUID | None:
-    """Add the delivery of an event to an endpoint; None when it exists already (fan-out
-    ran again after a crash): one delivery, so one ``webhook-id``, per pair."""
+    """Add the delivery of an event to an endpoint (its body sealed with ``envelope``);
+    None when it exists already (fan-out ran again after a crash): one delivery, so one
+    ``webhook-id``, per pair."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     table = WebhookDelivery.__table__
+    delivery_id = uuid.uuid4()
     statement = (
         dialect.insert(table)
         .values(
-            id=uuid.uuid4(),
+            id=delivery_id,
             endpoint_id=endpoint_id,
             organization_id=org_id,
             event_id=event_id,
             event_type=event_type,
-            payload=dict(payload),
+            payload=seal_payload(envelope, delivery_id, payload, table=DELIVERY_TABLE),
             status=PENDING,
             attempts=0,
             created_at=now,
@@ -346,9 +373,14 @@ async def insert_delivery(
 
 
 async def delivery_target(
-    conn: AsyncConnection, delivery_id: uuid.UUID, org_id: uuid.UUID | None
+    conn: AsyncConnection,
+    delivery_id: uuid.UUID,
+    org_id: uuid.UUID | None,
+    *,
+    envelope: Envelope | None = None,
 ) -> DeliveryTarget | None:
-    """A delivery with its endpoint and sealed secrets, in one query."""
+    """A delivery (its body opened with ``envelope``) with its endpoint and sealed secrets,
+    in one query."""
     row = (
         await conn.execute(
             select(*_DELIVERY_COLUMNS, *_ENDPOINT_COLUMNS, *_SECRET_COLUMNS)
@@ -365,7 +397,7 @@ async def delivery_target(
     split = len(_DELIVERY_COLUMNS)
     end = split + len(_ENDPOINT_COLUMNS)
     return DeliveryTarget(
-        _delivery(values[:split]),
+        _delivery(envelope, values[:split]),
         _endpoint(values[split:end]),
         EndpointSecrets(*values[end:]),
     )
@@ -445,8 +477,10 @@ async def deliveries_of(
     *,
     before: datetime | None,
     limit: int,
+    envelope: Envelope | None = None,
 ) -> list[DeliveryRecord]:
-    """An endpoint's deliveries, newest first, created before ``before``."""
+    """An endpoint's deliveries, newest first, created before ``before`` (bodies opened
+    with ``envelope``)."""
     statement = select(*_DELIVERY_COLUMNS).where(
         WebhookDelivery.endpoint_id == endpoint_id,
         _scope(WebhookDelivery.organization_id, org_id),
@@ -456,7 +490,7 @@ async def deliveries_of(
     rows = await conn.execute(
         statement.order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id).limit(limit)
     )
-    return [_delivery(row) for row in rows]
+    return [_delivery(envelope, row) for row in rows]
 
 
 async def get_delivery(
@@ -464,8 +498,10 @@ async def get_delivery(
     delivery_id: uuid.UUID,
     endpoint_id: uuid.UUID,
     org_id: uuid.UUID | None,
+    *,
+    envelope: Envelope | None = None,
 ) -> DeliveryRecord | None:
-    """One delivery of an endpoint of the scope."""
+    """One delivery of an endpoint of the scope (its body opened with ``envelope``)."""
     row = (
         await conn.execute(
             select(*_DELIVERY_COLUMNS).where(
@@ -475,7 +511,7 @@ async def get_delivery(
             )
         )
     ).first()
-    return _delivery(row) if row else None
+    return _delivery(envelope, row) if row else None
 
 
 async def reopen_delivery(conn: AsyncConnection, delivery_id: uuid.UUID) -> None:
@@ -487,20 +523,35 @@ async def reopen_delivery(conn: AsyncConnection, delivery_id: uuid.UUID) -> None
     )
 
 
-async def admin_recipients(conn: AsyncConnection, org_id: uuid.UUID | None) -> list[str]:
+async def admin_recipients(
+    conn: AsyncConnection, envelope: Envelope, org_id: uuid.UUID | None
+) -> list[str]:
     """Whom to tell about an endpoint of ``org_id``: its admins; for the platform's, the
-    platform admins. Active, undeleted accounts only."""
+    platform admins. Active, undeleted accounts only (at most 50, oldest first); addresses
+    that cannot be read are left out."""
     live = and_(User.is_active.is_(True), User.deleted_at.is_(None))
+    columns = (User.id, User.email, UserKey.wrapped_key)
     if org_id is None:
-        statement = select(User.email).where(live, User.is_superuser.is_(True))
+        statement = select(*columns).where(live, User.is_superuser.is_(True))
     else:
         statement = (
-            select(User.email)
+            select(*columns)
             .join(Membership, Membership.user_id == User.id)
             .where(live, Membership.organization_id == org_id, Membership.role == "admin")
         )
-    rows = await conn.execute(statement.order_by(User.email).limit(50))
-    return [str(email) for email in rows.scalars()]
+    # Addresses are sealed (db/users.py): ordered by account age, not by address.
+    rows = await conn.execute(
+        statement.outerjoin(UserKey, UserKey.user_id == User.id)
+        .order_by(User.created_at, User.id)
+        .limit(50)
+    )
+    found = (
+        sealed.open_user(
+            sealed.user_cipher(envelope, user_id, wrapped), "users", "email", user_id, email
+        )
+        for user_id, email, wrapped in rows
+    )
+    return sorted(email for email in found if email)
 
 
 async def count_endpoints(conn: AsyncConnection, org_id: uuid.UUID | None) -> int:
@@ -523,17 +574,21 @@ _EVENT_INSERT = (
 
 
 async def insert_events(
-    conn: AsyncConnection, events: Sequence[Mapping[str, Any]], now: datetime
+    conn: AsyncConnection,
+    events: Sequence[Mapping[str, Any]],
+    now: datetime,
+    envelope: Envelope | None = None,
 ) -> None:
-    """Queue ``events`` (``webhook.event`` outbox rows, each under its own ``id``) in
-    ``conn``'s open transaction."""
+    """Queue ``events`` (``webhook.event`` outbox rows, each under its own ``id``, sealed
+    with ``envelope``) in ``conn``'s open transaction."""
     if conn.dialect.name != "postgresql":
         for event in events:
+            event_id = uuid.UUID(str(event["id"]))
             await conn.execute(
                 insert(OutboxMessage).values(
-                    id=uuid.UUID(str(event["id"])),
+                    id=event_id,
                     kind=EVENT_KIND,
-                    payload=dict(event),
+                    payload=seal_payload(envelope, event_id, event),
                     status="pending",
                     attempts=0,
                     next_attempt_at=now,
@@ -549,10 +604,12 @@ async def insert_events(
     if not driver.is_in_transaction():  # type: ignore[union-attr]
         await conn.exec_driver_sql("SELECT 1")
     for event in events:
+        event_id = uuid.UUID(str(event["id"]))
         await driver.execute(  # type: ignore[union-attr]
             _EVENT_INSERT,
-            uuid.UUID(str(event["id"])),
-            json.dumps(dict(event), allow_nan=False),  # the jsonb codec takes JSON text
+            event_id,
+            # The connection's jsonb codec takes JSON text.
+            json.dumps(seal_payload(envelope, event_id, event), allow_nan=False),
             now,
         )
 

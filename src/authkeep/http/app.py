@@ -45,6 +45,8 @@ from authkeep.http.routers import api_keys as api_key_routes
 from authkeep.http.routers import audit as audit_routes
 from authkeep.http.routers import challenge as challenge_routes
 from authkeep.http.routers import consents as consent_routes
+from authkeep.http.routers import data_export as export_routes
+from authkeep.http.routers import deletion as deletion_routes
 from authkeep.http.routers import invitations as invitation_routes
 from authkeep.http.routers import metrics as metrics_routes
 from authkeep.http.routers import mfa as mfa_routes
@@ -197,6 +199,8 @@ class Authkeep:
             (challenge_routes.router, API_PREFIX),
             (account_email.router, API_PREFIX),
             (consent_routes.router, API_PREFIX),
+            (deletion_routes.router, API_PREFIX),
+            (export_routes.router, API_PREFIX),
             (mfa_routes.router, API_PREFIX),
             (step_up_routes.router, API_PREFIX),
             (webauthn_routes.router, API_PREFIX),

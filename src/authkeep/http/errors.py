@@ -38,6 +38,7 @@ from authkeep.errors import (
     PolicyViolation,
     RateLimited,
     SecondFactorRequired,
+    SoleAdmin,
     StepUpRequired,
 )
 from authkeep.http.routes import route_template
@@ -103,12 +104,20 @@ def error_response(error: AuthkeepError) -> JSONResponse:
     if isinstance(error, RateLimited | Overloaded | DependencyUnavailable):
         headers["Retry-After"] = str(error.retry_after)
     if isinstance(error, FieldError):
-        body: Any = [{"loc": ["body", error.field], "msg": error.detail, "type": "value_error"}]
+        body: Any = [
+            {"loc": [error.location, error.field], "msg": error.detail, "type": "value_error"}
+        ]
     else:
         body = error.detail
     if isinstance(error, ChallengeRequired):
         return JSONResponse(
             challenge_body({"detail": body}, error), status_code=status, headers=headers
+        )
+    if isinstance(error, SoleAdmin):
+        # Which organizations stand in the way: the caller must act in each of them.
+        named = [{"id": str(org_id), "name": name} for org_id, name in error.organizations]
+        return JSONResponse(
+            {"detail": body, "organizations": named}, status_code=status, headers=headers
         )
     return JSONResponse({"detail": body}, status_code=status, headers=headers)
 

@@ -19,6 +19,7 @@ from authkeep.security.emails import (
     login_key,
     normalize_email,
 )
+from authkeep.security.envelope import Envelope
 from authkeep.security.password_policy import Assessment, PasswordPolicy, PasswordRejected
 from authkeep.security.passwords import PasswordHasher
 from authkeep.services.audit import SYSTEM, Action, Actor, AuditEvent, AuditLog
@@ -31,11 +32,13 @@ DELETED_CANNOT_BE_ACTIVATED = "A deleted account cannot be reactivated"
 
 
 class FieldError(PolicyViolation):
-    """A rule broken by one submitted field; ``field`` names it for a 422 body."""
+    """A rule broken by one submitted field; ``field`` names it for a 422 body, and
+    ``location`` where it was sent (``body``, ``query``)."""
 
-    def __init__(self, field: str, detail: str) -> None:
+    def __init__(self, field: str, detail: str, *, location: str = "body") -> None:
         super().__init__(detail)
         self.field = field
+        self.location = location
 
 
 def valid_email(raw: str) -> str:
@@ -51,7 +54,7 @@ class Accounts:
     ``users_changed`` invalidates every worker's cached copy of a user whose status changed;
     ``audit`` records each change in the change's own transaction; ``password_policy``
     judges new passwords (off the event loop; one is made when none is given, and
-    :meth:`close` stops it)."""
+    :meth:`close` stops it); ``envelope`` seals and opens the accounts' personal data."""
 
     def __init__(
         self,
@@ -61,9 +64,11 @@ class Accounts:
         audit: AuditLog | None = None,
         *,
         users_changed: Publish,
+        envelope: Envelope,
         password_policy: PasswordPolicy | None = None,
     ) -> None:
         self._db = db
+        self._envelope = envelope
         self._hasher = hasher
         self._policy = password_policy if password_policy is not None else PasswordPolicy()
         self._publish = publish
@@ -120,6 +125,7 @@ class Accounts:
             async with self._db.transaction() as conn:
                 user = await user_rows.insert_user(
                     conn,
+                    self._envelope,
                     email=stored,
                     email_key=email_key(stored),
                     hashed_password=hashed,
@@ -155,7 +161,11 @@ class Accounts:
         """
         async with self._db.reading() as conn:
             key = login_key(email)
-            found = await user_rows.get_credentials(conn, key) if key is not None else None
+            found = (
+                await user_rows.get_credentials(conn, self._envelope, key)
+                if key is not None
+                else None
+            )
         user, stored_hash = found if found else (None, None)
         result = await self._hasher.verify(password, stored_hash)
         if user is None or not result.ok or not user.can_sign_in:
@@ -265,7 +275,9 @@ class Accounts:
         self, user_id: uuid.UUID, *, actor: Actor = SYSTEM, info: RequestInfo | None = None
     ) -> UserRecord:
         """Mark a user deleted (the row stays) and end every session at once. Deleting a
-        deleted user changes and records nothing."""
+        deleted user changes and records nothing. The account is never erased this way:
+        deletions that erase are :class:`authkeep.services.privacy.deletion.AccountDeletion`'s
+        (the routes use it)."""
         return await self._change_status(
             user_id,
             is_active=False,
@@ -289,7 +301,7 @@ class Accounts:
     ) -> UserRecord:
         now = utcnow()
         async with self._db.transaction() as conn:
-            user = await user_rows.get_by_id(conn, user_id)
+            user = await user_rows.get_by_id(conn, self._envelope, user_id)
             if user is None:
                 raise NotFound()
             if user.deleted_at is not None:
@@ -310,7 +322,7 @@ class Accounts:
                 ended = await session_rows.revoke_sessions(
                     conn, user_id=user_id, now=now, reason=reason
                 )
-            updated = await user_rows.get_by_id(conn, user_id)
+            updated = await user_rows.get_by_id(conn, self._envelope, user_id)
             if updated is None:
                 raise NotFound()
             await self._audit.record(

@@ -34,6 +34,7 @@ from authkeep.db.api_keys import ApiKeyRecord
 from authkeep.db.base import utcnow
 from authkeep.db.engine import Database
 from authkeep.errors import InvalidToken, NotFound
+from authkeep.security.envelope import Envelope
 from authkeep.security.permissions import Role, weaker
 from authkeep.services.accounts import FieldError
 from authkeep.services.audit import Action, Actor, AuditEvent, AuditLog
@@ -80,9 +81,16 @@ class ApiKeys:
     """Use cases on API keys."""
 
     def __init__(
-        self, db: Database, audit: AuditLog, *, touch_interval: timedelta = TOUCH_INTERVAL
+        self,
+        db: Database,
+        audit: AuditLog,
+        *,
+        touch_interval: timedelta = TOUCH_INTERVAL,
+        envelope: Envelope,
     ) -> None:
+        """``envelope`` opens a key creator's personal data (read with the key)."""
         self._db = db
+        self._envelope = envelope
         self._audit = audit
         self._touch_interval = touch_interval
 
@@ -177,7 +185,7 @@ class ApiKeys:
             raise InvalidToken()
         prefix = match.group(1)
         async with self._db.read_transaction() as conn:
-            found = await key_rows.find_for_auth(conn, prefix)
+            found = await key_rows.find_for_auth(conn, self._envelope, prefix)
         # The digest is computed whether or not a row was found, and compared in constant
         # time: the answer's timing must not tell a valid prefix from an invalid one.
         digest = key_digest(key)

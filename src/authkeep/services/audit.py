@@ -19,6 +19,10 @@ and ``org_id`` set, which puts their rows in that organization's chain.
 ``details`` go through :func:`authkeep.logging.redact_mapping` before they are stored: a key
 that names a secret (``password``, ``token``...) is stored as ``[REDACTED]``, and JWTs, API
 keys and password hashes inside strings are masked. Never put a secret there anyway.
+
+The client's IP address is stored encrypted (:mod:`authkeep.db.audit_ips`): with the actor
+user's key, else with the master data-key ring; an audit log built without the envelope
+stores none.
 """
 
 from __future__ import annotations
@@ -37,10 +41,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from authkeep import metrics
 from authkeep.db import audit as audit_rows
+from authkeep.db import audit_ips
 from authkeep.db.base import IP_LENGTH, utcnow
 from authkeep.db.engine import Database
 from authkeep.db.models import AuditEntry
 from authkeep.logging import redact_mapping
+from authkeep.security.envelope import Envelope
 from authkeep.security.text import clip
 from authkeep.services.context import RequestInfo
 from authkeep.settings import Problem
@@ -110,6 +116,14 @@ class Action(StrEnum):
     # Consents (issue 15): details name the purpose and the version granted or withdrawn.
     CONSENT_GRANTED = "consent.granted"
     CONSENT_WITHDRAWN = "consent.withdrawn"
+    # Deletion and retention (issue 15): a request locks the account, the erasure removes it
+    # (the webhook event ``user.deleted`` comes from ``user.erased``).
+    USER_DELETION_REQUESTED = "user.deletion_requested"
+    USER_DELETION_CANCELLED = "user.deletion_cancelled"
+    USER_ERASED = "user.erased"
+    USER_INACTIVITY_WARNED = "user.inactivity_warned"
+    # The signed data export (issue 15): details name the export and the digest it signed.
+    USER_EXPORTED = "user.exported"
     # Webhook endpoints (issue 17): org_id set for an organization's endpoint.
     WEBHOOK_ENDPOINT_CREATED = "webhook_endpoint.created"
     WEBHOOK_ENDPOINT_UPDATED = "webhook_endpoint.updated"
@@ -188,7 +202,14 @@ class EventHook(Protocol):
         ...
 
     async def write(self, conn: AsyncConnection, events: list[dict[str, Any]]) -> None:
-        """Write ``events`` on ``conn``, in its open transaction."""
+        """Write ``events`` on ``conn``, in its open transaction (the audit log off)."""
+        ...
+
+    def queue(
+        self, conn: AsyncConnection, events: list[dict[str, Any]]
+    ) -> list[audit_rows.QueuedMessage]:
+        """``events`` as outbox rows that the audit row's own statement writes, counted
+        once ``conn``'s transaction commits."""
         ...
 
 
@@ -201,11 +222,17 @@ class AuditLog:
     CONFIG_PROBLEM_WINDOW = timedelta(minutes=10)
 
     def __init__(
-        self, db: Database, *, enabled: bool = True, events: EventHook | None = None
+        self,
+        db: Database,
+        *,
+        enabled: bool = True,
+        events: EventHook | None = None,
+        envelope: Envelope | None = None,
     ) -> None:
         self._db = db
         self._enabled = enabled
         self._events = events
+        self._envelope = envelope
         self._rate_limit_throttle = _Throttle(self.RATE_LIMIT_WINDOW_SECONDS)
 
     @property
@@ -213,9 +240,16 @@ class AuditLog:
         """Whether events are written."""
         return self._enabled
 
+    @property
+    def envelope(self) -> Envelope | None:
+        """What seals the client addresses of the rows (``authkeep.db.audit_ips``); without
+        it no address is stored."""
+        return self._envelope
+
     @staticmethod
     def entry(event: AuditEvent, info: RequestInfo | None) -> audit_rows.NewEntry:
-        """The row for ``event`` as it will be stored (details redacted)."""
+        """The row for ``event`` (details redacted; the address still in clear: the
+        writers seal it, :func:`authkeep.db.audit_ips.seal`)."""
         return audit_rows.NewEntry(
             action=str(event.action),
             outcome=event.outcome,
@@ -259,6 +293,12 @@ class AuditLog:
         alone: bool = False,
     ) -> None:
         entry = self.entry(event, info)
+        if self._enabled:
+            # Sealed before the content digest below: the chain (and an event's reference
+            # to its row) covers the address as stored.
+            entry = await audit_ips.seal(conn, self._envelope, entry)
+        messages: list[audit_rows.QueuedMessage] = []
+        digest = None
         if events and self._events is not None:
             # Outside the chain's lock (taken at COMMIT on PostgreSQL), where the row's id
             # and hash do not exist yet: each event keeps the row's content digest, which
@@ -266,10 +306,15 @@ class AuditLog:
             digest = audit_rows.content_digest(entry) if self._enabled else None
             for found in events:
                 found["source"] = {**found.get("source", {}), "digest": digest}
-            await self._events.write(conn, events)
-            alone = False
+            if not self._enabled:
+                await self._events.write(conn, events)
+                return
+            # Written by the audit row's own statement: no round trip of their own.
+            messages = self._events.queue(conn, events)
         if self._enabled:
-            await audit_rows.append_at_commit(conn, entry, alone=alone)
+            await audit_rows.append_at_commit(
+                conn, entry, alone=alone, messages=messages, digest=digest
+            )
 
     async def record_quietly(self, event: AuditEvent, info: RequestInfo | None = None) -> None:
         """:meth:`record_alone`, but a failure is logged and counted instead of raised."""

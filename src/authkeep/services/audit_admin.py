@@ -7,6 +7,10 @@
   whose content no longer matches its hash or whose link to its predecessor is broken.
 * :func:`purge` — the one deletion: rows older than the retention, a prefix of each chain,
   with a ``audit.purged`` row recording each chain's new anchor (so verification goes on).
+
+Readers (the query API, the export) see each row's client address in clear
+(:class:`ReadEntry`; null once the account's key is destroyed) beside the value as stored,
+which is what the hash covers: verification, here or by a client, never needs a key.
 """
 
 from __future__ import annotations
@@ -15,20 +19,23 @@ import base64
 import binascii
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from authkeep.db import audit as audit_rows
+from authkeep.db import audit_ips
 from authkeep.db.audit import AuditFilter, EntryRecord
 from authkeep.db.base import BIGINT_MAX, utcnow
 from authkeep.db.engine import Database
 from authkeep.db.models import AuditPolicy
 from authkeep.errors import PermissionDenied, PolicyViolation
+from authkeep.security.envelope import Envelope
 from authkeep.services.audit import Action, Actor, AuditEvent, AuditLog
 from authkeep.services.context import RequestInfo
 
@@ -70,10 +77,37 @@ def decode_cursor(cursor: str) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadEntry:
+    """A row as its readers see it: the stored row and its client address in clear."""
+
+    record: EntryRecord
+    ip: str | None
+    """The address (None: none recorded, or the account's key was destroyed)."""
+
+    @property
+    def id(self) -> int:
+        """The row's id."""
+        return self.record.id
+
+    def as_json(self) -> dict[str, Any]:
+        """The API's and the export's view: ``ip`` in clear, ``ip_stored`` as stored and
+        hashed (sealed; a clear address on rows from before encryption)."""
+        return {**self.record.as_json(), "ip": self.ip, "ip_stored": self.record.ip}
+
+
+async def read_entries(
+    conn: AsyncConnection, envelope: Envelope | None, rows: list[EntryRecord]
+) -> list[ReadEntry]:
+    """``rows`` with their addresses opened (the actors' keys read in one query)."""
+    ips = await audit_ips.reveal(conn, envelope, rows)
+    return [ReadEntry(row, ip) for row, ip in zip(rows, ips, strict=True)]
+
+
+@dataclass(frozen=True, slots=True)
 class AuditPage:
     """One page of rows, newest first, and the cursor of the next (None at the end)."""
 
-    items: list[EntryRecord]
+    items: list[ReadEntry]
     next_cursor: str | None
 
 
@@ -125,6 +159,7 @@ class AuditReader:
         effective = self._within(scope, where)
         async with self._db.reading() as conn:
             rows = await audit_rows.search(conn, effective, before_id=before, limit=limit + 1)
+            items = await read_entries(conn, self._audit.envelope, rows[:limit])
         await self._audit.record_alone(
             AuditEvent(
                 Action.AUDIT_QUERIED,
@@ -134,7 +169,6 @@ class AuditReader:
             info,
         )
         more = len(rows) > limit
-        items = rows[:limit]
         return AuditPage(items, encode_cursor(items[-1].id) if more and items else None)
 
 
@@ -177,11 +211,25 @@ async def snapshot(db: Database) -> AsyncIterator[AsyncConnection]:
             yield conn
 
 
-async def export(db: Database, where: AuditFilter | None = None) -> AsyncIterator[EntryRecord]:
-    """Every matching row, oldest first, from one snapshot."""
+async def export(
+    db: Database,
+    where: AuditFilter | None = None,
+    *,
+    envelope: Envelope | None = None,
+    batch: int = 1000,
+) -> AsyncIterator[ReadEntry]:
+    """Every matching row, oldest first, from one snapshot, its address opened with
+    ``envelope`` (without one, only addresses from before encryption show)."""
     async with snapshot(db) as conn:
-        async for row in audit_rows.walk(conn, where):
-            yield row
+        pending: list[EntryRecord] = []
+        async for row in audit_rows.walk(conn, where, batch=batch):
+            pending.append(row)
+            if len(pending) >= batch:
+                for entry in await read_entries(conn, envelope, pending):
+                    yield entry
+                pending = []
+        for entry in await read_entries(conn, envelope, pending):
+            yield entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,53 +265,29 @@ class Verification:
         return self.broken is None
 
 
-async def verify(db: Database) -> Verification:
+VerifyProgress = Callable[[int, int], None]
+"""Called as :func:`verify` goes with (rows checked, rows expected): the second is an
+estimate from the id range, exact unless ids were skipped (a rolled-back append)."""
+
+
+async def verify(
+    db: Database, progress: VerifyProgress | None = None, *, jobs: int = 1
+) -> Verification:
     """Walk every chain oldest first; stop at the first row that fails.
 
     A row fails when its stored hash differs from the hash of its content (the row was
     edited), or when its ``prev_hash`` is not the hash of the previous row of its chain (a
     row before it was deleted, inserted or reordered). The first row of a chain must name the
     chain's genesis value, or the anchor a retention purge recorded.
+
+    Streams the log in pages, with flat memory; ``jobs`` > 1 walks a large log on PostgreSQL
+    in that many processes, with the same result (:mod:`authkeep.services.audit_verify`).
+    ``progress`` hears about the rows checked as the walk goes.
     """
-    heads: dict[str, EntryRecord] = {}
-    counts: dict[str, int] = {}
-    rows = 0
-    broken: BrokenLink | None = None
-    async with snapshot(db) as conn:
-        anchors = await audit_rows.purge_anchors(conn)
-        async for row in audit_rows.walk(conn):
-            rows += 1
-            chain = row.chain
-            previous = heads.get(chain)
-            if previous is not None:
-                if row.prev_hash != previous.hash:
-                    broken = BrokenLink(
-                        row.id,
-                        chain,
-                        f"prev_hash does not match row {previous.id}, the previous row of "
-                        "this chain: rows between them were deleted or inserted",
-                    )
-            elif row.prev_hash != audit_rows.genesis_hash(chain) and row.prev_hash not in (
-                anchors.get(chain, set())
-            ):
-                broken = BrokenLink(
-                    row.id,
-                    chain,
-                    "first row of its chain names neither the genesis value nor a purge "
-                    "anchor: earlier rows were deleted outside the retention purge",
-                )
-            if broken is None and row.computed_hash() != row.hash:
-                broken = BrokenLink(
-                    row.id, chain, "hash does not match the row's content: the row was edited"
-                )
-            if broken is not None:
-                break
-            heads[chain] = row
-            counts[chain] = counts.get(chain, 0) + 1
-    chains = [
-        ChainHead(chain, counts[chain], head.id, head.hash) for chain, head in sorted(heads.items())
-    ]
-    return Verification(rows, chains, broken)
+    # Imported here: that module builds on this one's results and snapshot.
+    from authkeep.services import audit_verify
+
+    return await audit_verify.verify(db, progress, jobs=jobs)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from authkeep.db import users as user_rows
 from authkeep.db.engine import Database
 from authkeep.db.users import UserRecord
 from authkeep.errors import DependencyUnavailable, InvalidToken, PermissionDenied
+from authkeep.security.envelope import Envelope
 from authkeep.security.permissions import Role, parse_role
 from authkeep.security.tokens import AccessClaims, TokenCodec
 from authkeep.services.revocation import RevocationStore
@@ -110,8 +111,11 @@ class Principal:
 class Authenticator:
     """Turns a bearer token into a :class:`Principal` or raises InvalidToken."""
 
-    def __init__(self, db: Database, codec: TokenCodec, revocations: RevocationStore) -> None:
+    def __init__(
+        self, db: Database, codec: TokenCodec, revocations: RevocationStore, *, envelope: Envelope
+    ) -> None:
         self._db = db
+        self._envelope = envelope
         self._codec = codec
         self._revocations = revocations
         self._users = _UserCache()
@@ -139,7 +143,7 @@ class Authenticator:
             async with self._db.reading() as conn:
                 if check_database and await session_rows.session_is_revoked(conn, session_id):
                     raise InvalidToken()
-                found = await user_rows.get_with_role(conn, user_id, org_id)
+                found = await user_rows.get_with_role(conn, self._envelope, user_id, org_id)
             # The stamp was read BEFORE the row: a change committed in between bumps the
             # counter afterwards, so this entry can only be too old to match, never wrong.
             if found is not None and stamp is not None:

@@ -14,7 +14,9 @@ import httpx
 import structlog
 
 from authkeep.db.engine import Database
+from authkeep.security.configured import build_envelope
 from authkeep.security.data_keys import SecretBox
+from authkeep.security.envelope import Envelope
 from authkeep.services.audit import AuditLog
 from authkeep.services.email_flows.config import EmailFlowConfig
 from authkeep.services.email_flows.intents import ACCOUNT_MAIL, AccountMailHandler
@@ -100,18 +102,24 @@ def build_delivery(
     transport: Transport | None = None,
     data_box: SecretBox | None = None,
     webhook_client: httpx.AsyncClient | None = None,
+    envelope: Envelope | None = None,
 ) -> Delivery:
     """The outbox, mail, webhooks and a worker as ``settings`` configure them.
 
     Webhooks are delivered only with ``data_box`` (the signing secrets are sealed with the
     data keys); a worker built without it leaves webhook messages to one built with it.
-    ``webhook_client`` replaces the guarded HTTP client (tests)."""
+    ``webhook_client`` replaces the guarded HTTP client (tests).
+
+    Payloads are sealed with ``envelope`` (the running service's, whose remembered user keys
+    its audit rows use), else one over ``data_box``, else the one ``settings`` configure."""
+    if envelope is None:
+        envelope = Envelope(data_box) if data_box is not None else build_envelope(settings)
     templates = MailTemplates(
         product_name=settings.product_name,
         public_url=settings.link_base,
         override_dir=settings.email_templates_dir,
     )
-    outbox = Outbox()
+    outbox = Outbox(envelope=envelope)
     handlers = HandlerRegistry()
     handlers.register(
         EMAIL,
@@ -128,17 +136,20 @@ def build_delivery(
         backoff=Backoff(settings.outbox_backoff_base_seconds, settings.outbox_backoff_max_seconds),
         # Webhooks retry on the Standard Webhooks schedule, which receivers expect.
         retry={DELIVERY_KIND: webhooks.schedule},
+        envelope=envelope,
     )
     # A committed enqueue wakes this process's worker at once (others poll).
     outbox.add_listener(worker.wake)
     mailer = Mailer(outbox, templates)
     events = WebhookEvents(outbox, enabled=webhooks.enabled)
-    audit = AuditLog(db, enabled=settings.audit_enabled, events=events)
+    audit = AuditLog(db, enabled=settings.audit_enabled, events=events, envelope=envelope)
     # Mail intents of the open flows (register, resend, forgot): looked up and turned into
     # emails here, after the response (authkeep.services.email_flows.intents).
     handlers.register(
         ACCOUNT_MAIL,
-        AccountMailHandler(db, mailer, audit, EmailFlowConfig.from_settings(settings)),
+        AccountMailHandler(
+            db, mailer, audit, EmailFlowConfig.from_settings(settings), envelope=envelope
+        ),
     )
     delivery = Delivery(outbox, mailer, handlers, worker, events, webhooks)
     if data_box is not None:
@@ -147,6 +158,8 @@ def build_delivery(
         handlers.register(EVENT_KIND, FanOutHandler(db, outbox))
         handlers.register(
             DELIVERY_KIND,
-            WebhookSender(db, data_box, client, webhooks, audit=audit, mailer=mailer),
+            WebhookSender(
+                db, data_box, client, webhooks, audit=audit, mailer=mailer, envelope=envelope
+            ),
         )
     return delivery

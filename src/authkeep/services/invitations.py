@@ -46,6 +46,7 @@ from authkeep.db.orgs import MemberRecord
 from authkeep.errors import InvitationUnusable, NotFound, PermissionDenied
 from authkeep.security.email_tokens import EmailTokenKey
 from authkeep.security.emails import InvalidEmail, email_key, normalize_email
+from authkeep.security.envelope import Envelope
 from authkeep.security.permissions import Role
 from authkeep.services.accounts import FieldError
 from authkeep.services.audit import Action, Actor, AuditEvent, AuditLog
@@ -102,11 +103,14 @@ class Invitations:
         expire: timedelta = timedelta(days=7),
         verification: Verification = "optional",
         limits: MailLimits | None = None,
+        envelope: Envelope,
     ) -> None:
         """``expire``: how long an invitation stays acceptable; ``verification``: the
         ``AUTHKEEP_EMAIL_VERIFICATION`` mode; ``limits``: the mail abuse limits (None: no
-        limits, for tests of other rules)."""
+        limits, for tests of other rules); ``envelope`` seals the invited addresses and opens
+        the accounts' ones."""
         self._db = db
+        self._envelope = envelope
         self._audit = audit
         self._mailer = mailer
         self._tokens = tokens
@@ -172,13 +176,14 @@ class Invitations:
                     entity_type="organization",
                     org_id=org_id,
                 )
-            if await org_rows.has_member_with_email(conn, org_id, key):
+            if await org_rows.has_member_with_email(conn, self._envelope, org_id, key):
                 # Nothing to do, and nothing to say: the admin can read the member list.
                 return
-            replaced = await rows.revoke_pending(conn, org_id, key, now)
+            replaced = await rows.revoke_pending(conn, self._envelope, org_id, key, now)
             issued = self._tokens.issue()
             invitation_id = await rows.insert_invitation(
                 conn,
+                self._envelope,
                 org_id=org_id,
                 email=stored,
                 email_key=key,
@@ -226,7 +231,7 @@ class Invitations:
                 raise PermissionDenied(
                     "Only admins may list invitations", entity_type="organization", org_id=org_id
                 )
-            return await rows.pending_for_org(conn, org_id, utcnow())
+            return await rows.pending_for_org(conn, self._envelope, org_id, utcnow())
 
     async def revoke(
         self,
@@ -255,10 +260,10 @@ class Invitations:
         (an unverified address may not be the caller's)."""
         _human(principal)
         async with self._db.read_transaction() as conn:
-            me = await rows.invitee(conn, principal.user.id)
+            me = await rows.invitee(conn, self._envelope, principal.user.id)
             if me is None or not me.email_verified:
                 return []
-            return await rows.for_email(conn, me.email_key, utcnow())
+            return await rows.for_email(conn, self._envelope, me.email_key, utcnow())
 
     async def _find_own(
         self,
@@ -269,17 +274,17 @@ class Invitations:
         invitation_id: uuid.UUID | None,
     ) -> InvitationRecord:
         """The caller's invitation, checked: theirs, their address proven, still pending."""
-        me = await rows.invitee(conn, principal.user.id)
+        me = await rows.invitee(conn, self._envelope, principal.user.id)
         found = None
         if token is not None:
             # One hash per secret of the ring (none when not even shaped like a token): an
             # invitation sent before a key rotation still opens.
             for digest in self._tokens.hashes(token):
-                found = await rows.by_token_hash(conn, digest)
+                found = await rows.by_token_hash(conn, self._envelope, digest)
                 if found is not None:
                     break
         elif invitation_id is not None:
-            found = await rows.by_id(conn, invitation_id)
+            found = await rows.by_id(conn, self._envelope, invitation_id)
         # Someone else's invitation looks exactly like a missing one, even to a caller who
         # holds its token: a leaked or forwarded link grants nothing to another account.
         if me is None or found is None or found.email_key != me.email_key:
@@ -331,7 +336,7 @@ class Invitations:
                 )
             except org_rows.AlreadyMember:
                 joined = False
-            member = await org_rows.member(conn, found.org_id, user.id)
+            member = await org_rows.member(conn, self._envelope, found.org_id, user.id)
             if member is None:  # the user row went away under us
                 raise NotFound(INVITATION_NOT_FOUND)
             await self._audit.record(

@@ -37,6 +37,7 @@ from authkeep.db.engine import Database
 from authkeep.db.orgs import MemberRecord, OrgRecord
 from authkeep.errors import Conflict, InvalidToken, NotFound, PermissionDenied
 from authkeep.security.assurance import AuthContext
+from authkeep.security.envelope import Envelope
 from authkeep.security.permissions import Role
 from authkeep.security.text import TextRejected, clean_display_name
 from authkeep.security.tokens import TokenCodec
@@ -99,11 +100,13 @@ class Organizations:
         *,
         idle_timeout: timedelta | None = None,
         step_up: StepUpPolicy | None = None,
+        envelope: Envelope,
     ) -> None:
         """``idle_timeout``: the sessions' idle timeout (None: their absolute lifetime);
         ``step_up``: the recent-sign-in rule a change of the MFA policy needs (None: the
-        default age, 600 s)."""
+        default age, 600 s); ``envelope`` opens the members' addresses and names."""
         self._db = db
+        self._envelope = envelope
         self._codec = codec
         self._audit = audit
         self._users_changed = users_changed
@@ -241,7 +244,7 @@ class Organizations:
                     info,
                 )
             if require_mfa is not None and require_mfa != org.require_mfa:
-                members = [member.user_id for member in await org_rows.members(conn, org_id)]
+                members = await org_rows.member_ids(conn, org_id)
                 await self._audit.record(
                     conn,
                     self._event(
@@ -273,7 +276,7 @@ class Organizations:
         async with self._db.tenant_transaction(org_id) as conn:
             org = await org_rows.org_for_member(conn, org_id, principal.user.id, lock=True)
             self._admin(org, org_id, "delete the organization", principal)
-            former = [member.user_id for member in await org_rows.members(conn, org_id)]
+            former = await org_rows.member_ids(conn, org_id)
             removed = await org_rows.soft_delete_org(conn, org_id, now)
             revoked = await key_rows.revoke_all(conn, org_id, now)
             await self._audit.record(
@@ -297,7 +300,7 @@ class Organizations:
             if org is None:
                 raise NotFound(ORG_NOT_FOUND)
             ensure_org_mfa(principal.user, org.require_mfa)
-            return await org_rows.members(conn, org_id)
+            return await org_rows.members(conn, self._envelope, org_id)
 
     async def change_role(
         self,
@@ -313,7 +316,7 @@ class Organizations:
         async with self._db.transaction() as conn:
             org = await org_rows.org_for_member(conn, org_id, principal.user.id, lock=True)
             self._admin(org, org_id, "change roles", principal)
-            target = await org_rows.member(conn, org_id, user_id)
+            target = await org_rows.member(conn, self._envelope, org_id, user_id)
             if target is None:
                 raise NotFound(MEMBER_NOT_FOUND)
             if target.role is role:
@@ -353,7 +356,7 @@ class Organizations:
                 self._admin(org, org_id, "remove members", principal)
             elif org is None:
                 raise NotFound(ORG_NOT_FOUND)
-            target = await org_rows.member(conn, org_id, user_id)
+            target = await org_rows.member(conn, self._envelope, org_id, user_id)
             if target is None:
                 raise NotFound(MEMBER_NOT_FOUND)
             if target.role is Role.ADMIN and await org_rows.count_admins(conn, org_id) <= 1:

@@ -5,8 +5,9 @@ Platform admins manage accounts, not tenants: being one grants no access to any
 organization's data (that takes a membership, like anyone else). An admin cannot deactivate
 or delete their own account here (Conflict): the last platform admin locking themselves out
 would need a database session to undo. Each change is audited by
-:class:`~authkeep.services.accounts.Accounts` in the change's transaction, with the admin as
-the actor.
+:class:`~authkeep.services.accounts.Accounts` (a deletion, which takes a reason and erases
+the account at once, by :class:`~authkeep.services.privacy.deletion.AccountDeletion`) in the
+change's transaction, with the admin as the actor.
 
 An MFA reset (a user who lost their authenticator and their recovery codes) removes every
 factor and pending MFA challenge of the user, ends their sessions at once (a session elevated
@@ -29,11 +30,14 @@ from authkeep.db.base import utcnow
 from authkeep.db.engine import Database
 from authkeep.db.users import UserRecord
 from authkeep.errors import Conflict, NotFound, PermissionDenied
-from authkeep.services.accounts import Accounts
+from authkeep.security.emails import InvalidEmail, email_key, normalize_email
+from authkeep.security.envelope import Envelope
+from authkeep.services.accounts import Accounts, FieldError
 from authkeep.services.audit import Action, Actor, AuditEvent, AuditLog
 from authkeep.services.authn import Principal
 from authkeep.services.context import RequestInfo
 from authkeep.services.mail import Mailer
+from authkeep.services.privacy.deletion import AccountDeletion
 from authkeep.services.revocation import Publish
 
 log = structlog.get_logger("authkeep.platform_admin")
@@ -60,6 +64,27 @@ def require_superuser(principal: Principal) -> None:
         raise PermissionDenied("Platform admins only", entity_type="admin")
 
 
+SEARCH_TERMS = (
+    "q must be an exact email address or a user id: addresses and names are stored "
+    "encrypted, so a part of one matches nothing"
+)
+
+
+def search_terms(query: str | None) -> tuple[str | None, uuid.UUID | None]:
+    """What a user search looks for: (folded email, id); (None, None) for every user.
+    A FieldError on ``q`` for a query that is neither an address nor an id."""
+    if query is None or not query.strip():
+        return None, None
+    try:
+        return None, uuid.UUID(query.strip())
+    except ValueError:
+        pass
+    try:
+        return email_key(normalize_email(query)), None
+    except InvalidEmail:
+        raise FieldError("q", SEARCH_TERMS, location="query") from None
+
+
 async def _nothing(_ids: Iterable[uuid.UUID]) -> None:
     return None
 
@@ -78,8 +103,12 @@ class PlatformAdmin:
         mailer: Mailer | None = None,
         publish: Publish = _nothing,
         users_changed: Publish = _nothing,
+        envelope: Envelope,
+        deletion: AccountDeletion | None = None,
     ) -> None:
         self._db = db
+        self._envelope = envelope
+        self._deletion = deletion
         self._accounts = accounts
         self._audit = audit if audit is not None else AuditLog(db)
         self._mailer = mailer
@@ -89,12 +118,22 @@ class PlatformAdmin:
     async def search(
         self, principal: Principal, *, query: str | None, offset: int = 0, limit: int = 50
     ) -> UserPage:
-        """Users whose email or name contains ``query``, newest first."""
+        """Every user, or the one whose address is exactly ``query`` (in any letter case) or
+        whose id it is; newest first. Addresses and names are stored encrypted, so nothing
+        matches a part of them: any other ``query`` is a FieldError on ``q``."""
         require_superuser(principal)
         limit = max(1, min(limit, MAX_PAGE))
         offset = max(0, offset)
+        email_key, user_id = search_terms(query)
         async with self._db.read_transaction() as conn:
-            items, total = await user_rows.search(conn, query=query, offset=offset, limit=limit)
+            items, total = await user_rows.search(
+                conn,
+                self._envelope,
+                email_key=email_key,
+                user_id=user_id,
+                offset=offset,
+                limit=limit,
+            )
         return UserPage(items, total, offset, limit)
 
     async def set_active(
@@ -113,13 +152,21 @@ class PlatformAdmin:
         )
 
     async def delete(
-        self, principal: Principal, user_id: uuid.UUID, info: RequestInfo | None = None
-    ) -> UserRecord:
-        """Soft-delete a user; their sessions end at once."""
+        self,
+        principal: Principal,
+        user_id: uuid.UUID,
+        reason: str,
+        info: RequestInfo | None = None,
+    ) -> None:
+        """Delete a user for ``reason`` (audited): locked at once, then erased at once
+        (:meth:`AccountDeletion.by_admin`, docs/privacy.md). NotFound for an unknown or
+        erased user; SoleAdmin for the only admin of organizations with other members."""
         require_superuser(principal)
         if user_id == principal.user.id:
             raise Conflict(SELF_CHANGE)
-        return await self._accounts.soft_delete(user_id, actor=Actor.of(principal), info=info)
+        if self._deletion is None:
+            raise RuntimeError("PlatformAdmin was built without the deletion service")
+        await self._deletion.by_admin(principal, user_id, reason, info)
 
     async def reset_mfa(
         self,
@@ -134,7 +181,7 @@ class PlatformAdmin:
         require_superuser(principal)
         now = utcnow()
         async with self._db.transaction() as conn:
-            user = await user_rows.get_by_id(conn, user_id)
+            user = await user_rows.get_by_id(conn, self._envelope, user_id)
             if user is None:
                 raise NotFound()
             removed = await factor_rows.delete_all_factors(conn, user_id)

@@ -18,6 +18,7 @@ rule                         counted per                         storage unreach
 ``mail_recipient``           keyed hash of the recipient address closed: 503
 ``mail_ip``                  client IP (requests that send mail) closed: 503
 ``mfa``                      user id, and client IP (each code)  closed: 503
+``export``                   user id                             closed: 503
 ===========================  ==================================  =========================
 
 Limits that stand between an attacker and a password check (login, password change), a
@@ -109,6 +110,7 @@ Rule = Literal[
     "mail_recipient",
     "mail_ip",
     "mfa",
+    "export",
 ]
 RouteRule = Literal["register", "refresh", "password_change", "password_strength"]
 
@@ -235,6 +237,7 @@ class LimitConfig:
     mail_recipient: RateLimitItem
     mail_ip: RateLimitItem
     mfa: RateLimitItem
+    export: RateLimitItem
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LimitConfig:
@@ -254,6 +257,7 @@ class LimitConfig:
             mail_recipient=_parse_one(settings.mail_recipient_rate_limit),
             mail_ip=_parse_one(settings.mail_ip_rate_limit),
             mfa=_parse_one(settings.mfa_rate_limit),
+            export=_parse_one(settings.export_rate_limit),
         )
 
     def route(self, rule: RouteRule) -> RateLimitItem:
@@ -419,7 +423,7 @@ class RateLimits:
                 "rate_limiter_unavailable",
                 error=type(exc).__name__,
                 policy="global and refresh limits allow (fail open); login, register, "
-                "password-change, password-strength, mail and MFA limits refuse with 503 "
+                "password-change, password-strength, mail, MFA and export limits refuse with 503 "
                 "(fail closed)",
             )
 

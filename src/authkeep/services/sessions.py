@@ -35,6 +35,7 @@ from authkeep.db.sessions import RefreshRecord, SessionRecord
 from authkeep.db.users import UserRecord
 from authkeep.errors import InvalidToken, NotFound, TokenReused
 from authkeep.security.assurance import AuthContext
+from authkeep.security.envelope import Envelope
 from authkeep.security.tokens import IssuedToken, TokenCodec
 from authkeep.services.accounts import Accounts
 from authkeep.services.audit import Action, Actor, AuditEvent, AuditLog
@@ -115,12 +116,15 @@ class Sessions:
         audit: AuditLog | None = None,
         email_gate: Gate | None = None,
         second_step: SecondStep | None = None,
+        envelope: Envelope,
     ) -> None:
         """``idle_timeout``: how long a session lives without a refresh (None: as long as
         its absolute lifetime, the codec's ``refresh_ttl``). ``email_gate`` runs after a
         correct password and may refuse the login (an unverified address). ``second_step``
-        opens the second step of a login for a user with a second factor (None: no MFA)."""
+        opens the second step of a login for a user with a second factor (None: no MFA).
+        ``envelope`` seals a session's IP address and user agent with the user's key."""
         self._db = db
+        self._envelope = envelope
         self._codec = codec
         self._accounts = accounts
         self._publish = publish
@@ -217,6 +221,7 @@ class Sessions:
             expires_at = now + self._codec.refresh_ttl
             session_id = await session_rows.create_session(
                 conn,
+                self._envelope,
                 user_id=user.id,
                 now=now,
                 expires_at=expires_at,
@@ -263,8 +268,8 @@ class Sessions:
                 now=now,
             )
             if won:
-                user = await user_rows.get_by_id(conn, user_id)
-                session = await session_rows.get_session(conn, session_id)
+                user = await user_rows.get_by_id(conn, self._envelope, user_id)
+                session = await session_rows.get_session(conn, self._envelope, session_id)
                 if user is None or not user.can_sign_in or session is None:
                     raise InvalidToken()
                 # Checked here, not only through the token's ``exp``: a token issued before
@@ -389,7 +394,7 @@ class Sessions:
             spent.rotated_agent_hash, agent
         ):
             return "user_agent_mismatch"
-        user = await user_rows.get_by_id(conn, spent.user_id)
+        user = await user_rows.get_by_id(conn, self._envelope, spent.user_id)
         if user is None or not user.can_sign_in:
             return "user_cannot_sign_in"
         again = self._codec.encode_refresh(
@@ -401,7 +406,7 @@ class Sessions:
         )
         if not hmac.compare_digest(token_digest(again), successor.token_hash):
             return "successor_unavailable"
-        session = await session_rows.get_session(conn, spent.session_id)
+        session = await session_rows.get_session(conn, self._envelope, spent.session_id)
         if session is None:
             return "successor_unavailable"
         org = await org_rows.session_org(conn, spent.session_id)
@@ -411,7 +416,9 @@ class Sessions:
         """The user's live sessions (neither revoked, expired nor idle too long), most
         recently used first."""
         async with self._db.reading() as conn:
-            records = await session_rows.live_sessions(conn, user_id, utcnow(), self._idle_timeout)
+            records = await session_rows.live_sessions(
+                conn, self._envelope, user_id, utcnow(), self._idle_timeout
+            )
         return [LiveSession(r, r.idle_expires_at(self._idle_timeout)) for r in records]
 
     async def end(

@@ -43,6 +43,7 @@ from authkeep.errors import (
     StepUpRequired,
 )
 from authkeep.security.assurance import AAL2, AuthContext
+from authkeep.security.envelope import Envelope
 from authkeep.security.passwords import PasswordHasher
 from authkeep.security.tokens import TokenCodec
 from authkeep.services.accounts import FieldError
@@ -148,8 +149,11 @@ class StepUp:
         audit: AuditLog,
         throttle: LoginThrottle,
         totp: CodeVerifier | None = None,
+        *,
+        envelope: Envelope,
     ) -> None:
         self._db = db
+        self._envelope = envelope
         self._hasher = hasher
         self._codec = codec
         self._audit = audit
@@ -228,7 +232,7 @@ class StepUp:
         user = principal.user
         now = utcnow()
         async with self._db.transaction() as conn:
-            session = await session_rows.get_session(conn, session_id)
+            session = await session_rows.get_session(conn, self._envelope, session_id)
             # A session that ended while the password was being checked gains nothing.
             if (
                 session is None

@@ -21,6 +21,7 @@ from starlette.routing import Match
 from starlette.types import Scope
 
 from authkeep.db.users import UserRecord
+from authkeep.http.deletion_schemas import AdminDeleteIn, SoleAdminOut
 from authkeep.http.deps import CurrentPrincipal, Info, get_authkeep
 from authkeep.http.fields import CleanText
 from authkeep.http.org_schemas import (
@@ -132,7 +133,9 @@ async def search_users(
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
 ) -> AdminUserPage:
-    """Users whose email or name contains ``q``, newest first."""
+    """Every user, newest first; with ``q``, the user whose email is exactly ``q`` (in
+    any letter case) or whose id is ``q``. Emails and names are stored encrypted: a part of
+    one matches nothing, and such a ``q`` is a 422."""
     page = await _admin(request).search(principal, query=q, offset=offset, limit=limit)
     return AdminUserPage(
         items=[admin_user_out(u) for u in page.items],
@@ -165,13 +168,29 @@ async def update_user(
 @router.delete(
     "/users/{user_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={**_WRITE_ERRORS, **_SELF_CHANGE},
+    responses={
+        **_WRITE_ERRORS,
+        **_SELF_CHANGE,
+        409: {
+            "model": SoleAdminOut,
+            "description": "Platform admins cannot delete their own account; or the user is "
+            "the only admin of organizations that have other members (named in "
+            "`organizations`)",
+        },
+    },
 )
 async def delete_user(
-    user_id: uuid.UUID, principal: RecentAdmin, request: Request, info: Info
+    user_id: uuid.UUID,
+    body: AdminDeleteIn,
+    principal: RecentAdmin,
+    request: Request,
+    info: Info,
 ) -> Response:
-    """Soft-delete a user (the row stays; sessions end at once)."""
-    await _admin(request).delete(principal, user_id, info)
+    """Delete a user for ``reason`` (required; kept in the audit log, so write no personal
+    data in it): their sessions and API keys stop working at once, they are emailed a
+    notice, and the account is erased at once (its data key destroyed, its rows removed;
+    docs/privacy.md). An erased user is a 404 from then on."""
+    await _admin(request).delete(principal, user_id, body.reason, info)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -7,17 +7,19 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from authkeep.db.audit import AuditFilter, EntryRecord
+from authkeep.db.audit import AuditFilter
 from authkeep.http.deps import CurrentPrincipal, Info, get_authkeep
 from authkeep.http.fields import CleanText, UTCTimestamp
+from authkeep.services.audit_admin import ReadEntry
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 
 
 class AuditEntryOut(BaseModel):
-    """One audit row. ``hash``/``prev_hash`` let a client check the chain independently."""
+    """One audit row. ``hash``/``prev_hash`` let a client check the chain independently,
+    with ``ip_stored`` (the address as stored: sealed) in place of ``ip`` (in clear)."""
 
     id: int
     at: datetime
@@ -25,7 +27,14 @@ class AuditEntryOut(BaseModel):
     actor_user_id: uuid.UUID | None
     actor_api_key_id: uuid.UUID | None
     request_id: str | None
-    ip: str | None
+    ip: str | None = Field(
+        description="The client's address in clear; null when none was recorded, or when "
+        "the account it belongs to was erased (its key destroyed)"
+    )
+    ip_stored: str | None = Field(
+        description="The address as stored (encrypted; in clear on rows written before "
+        "encryption): what the row's hash covers"
+    )
     action: str
     entity_type: str | None
     entity_id: str | None
@@ -49,7 +58,7 @@ class AuditPageOut(BaseModel):
     next_cursor: str | None
 
 
-def _entry_out(row: EntryRecord) -> AuditEntryOut:
+def _entry_out(row: ReadEntry) -> AuditEntryOut:
     return AuditEntryOut.model_validate(row.as_json())
 
 

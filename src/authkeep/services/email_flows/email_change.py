@@ -55,6 +55,7 @@ class EmailChange:
         self._hasher = hasher
         self._mailer = mailer
         self._tokens = tokens
+        self._envelope = tokens.envelope
         self._limits = limits
         self._audit = audit
         self._config = config
@@ -101,6 +102,7 @@ class EmailChange:
             if mail:
                 await store_token(
                     conn,
+                    self._envelope,
                     user_id=user.id,
                     purpose="email_change",
                     token=token,
@@ -133,12 +135,17 @@ class EmailChange:
         now = utcnow()
         async with self._db.transaction() as conn:
             record = await self._tokens.consume(conn, token, "email_change", now)
-            user = await user_rows.get_by_id(conn, record.user_id)
+            user = await user_rows.get_by_id(conn, self._envelope, record.user_id)
             if user is None or not user.can_sign_in:
                 raise EmailTokenUnusable()
             try:
                 await user_rows.set_email(
-                    conn, user.id, email=record.email, email_key=email_key(record.email), now=now
+                    conn,
+                    self._envelope,
+                    user.id,
+                    email=record.email,
+                    email_key=email_key(record.email),
+                    now=now,
                 )
             except user_rows.EmailTaken:
                 raise Conflict(EMAIL_IN_USE) from None
@@ -150,7 +157,7 @@ class EmailChange:
                 purposes=("verify_email", "password_reset", "email_change"),
                 now=now,
             )
-            updated = await user_rows.get_by_id(conn, user.id)
+            updated = await user_rows.get_by_id(conn, self._envelope, user.id)
             await self._audit.record(
                 conn,
                 AuditEvent(

@@ -29,6 +29,7 @@ from authkeep.db.engine import Database
 from authkeep.db.outbox import ClaimedMessage
 from authkeep.db.users import UserRecord
 from authkeep.security.email_tokens import IssuedEmailToken
+from authkeep.security.envelope import Envelope
 from authkeep.services.audit import SYSTEM, Action, Actor, AuditEvent, AuditLog
 from authkeep.services.context import RequestInfo
 from authkeep.services.email_flows.config import EmailFlowConfig
@@ -94,9 +95,17 @@ class AccountMailHandler:
     """Handles ``account_mail`` intents (an outbox handler)."""
 
     def __init__(
-        self, db: Database, mailer: Mailer, audit: AuditLog, config: EmailFlowConfig
+        self,
+        db: Database,
+        mailer: Mailer,
+        audit: AuditLog,
+        config: EmailFlowConfig,
+        *,
+        envelope: Envelope,
     ) -> None:
+        """``envelope`` opens the accounts' addresses and seals the links' ones."""
         self._db = db
+        self._envelope = envelope
         self._mailer = mailer
         self._audit = audit
         self._config = config
@@ -112,7 +121,7 @@ class AccountMailHandler:
         info = _info(payload)
         dedup = f"{ACCOUNT_MAIL}:{message.id}"
         async with self._db.transaction() as conn:
-            user = await user_rows.get_by_email_key(conn, email_key)
+            user = await user_rows.get_by_email_key(conn, self._envelope, email_key)
             now = utcnow()
             if action == "password_reset":
                 await self._reset(conn, user, token, dedup, now, info)
@@ -213,7 +222,14 @@ class AccountMailHandler:
         if not await self._mailer.enqueue(conn, purpose, user.email, context, dedup_key=dedup):
             return
         await store_token(
-            conn, user_id=user.id, purpose=purpose, token=token, email=user.email, now=now, ttl=ttl
+            conn,
+            self._envelope,
+            user_id=user.id,
+            purpose=purpose,
+            token=token,
+            email=user.email,
+            now=now,
+            ttl=ttl,
         )
         await self._audit.record(
             conn,

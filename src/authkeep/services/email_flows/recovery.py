@@ -60,6 +60,7 @@ class PasswordRecovery:
         self._outbox = outbox
         self._mailer = mailer
         self._tokens = tokens
+        self._envelope = tokens.envelope
         self._limits = limits
         self._audit = audit
         self._publish = publish
@@ -86,7 +87,7 @@ class PasswordRecovery:
         policy rejects the password — the link then stays usable."""
         async with self._db.reading() as conn:
             found = await self._tokens.peek(conn, token, "password_reset", utcnow())
-            user = await user_rows.get_by_id(conn, found.user_id)
+            user = await user_rows.get_by_id(conn, self._envelope, found.user_id)
         if user is None or not user.can_sign_in:
             raise EmailTokenUnusable()
         # Judged before the link is spent: a rejected password must not cost the user it.
@@ -103,7 +104,9 @@ class PasswordRecovery:
             voided = await token_rows.void_unused(
                 conn, user_id=user.id, purposes=("password_reset", "email_change"), now=now
             )
-            verified = await user_rows.mark_email_verified(conn, user.id, record.email, now)
+            verified = await user_rows.mark_email_verified(
+                conn, self._envelope, user.id, record.email, now
+            )
             ended = await session_rows.revoke_sessions(
                 conn, user_id=user.id, now=now, reason="password_reset"
             )

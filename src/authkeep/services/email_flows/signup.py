@@ -62,6 +62,8 @@ class SignUp:
         self._accounts = accounts
         self._outbox = outbox
         self._tokens = tokens
+        # The accounts' personal data is sealed with the key the tokens' addresses use.
+        self._envelope = tokens.envelope
         self._limits = limits
         self._audit = audit
         self._config = config
@@ -105,6 +107,7 @@ class SignUp:
             try:
                 user: UserRecord | None = await user_rows.insert_user(
                     conn,
+                    self._envelope,
                     email=stored,
                     email_key=key,
                     hashed_password=hashed,
@@ -164,12 +167,14 @@ class SignUp:
         now = utcnow()
         async with self._db.transaction() as conn:
             record = await self._tokens.consume(conn, token, "verify_email", now)
-            user = await user_rows.get_by_id(conn, record.user_id)
+            user = await user_rows.get_by_id(conn, self._envelope, record.user_id)
             if user is None or not user.can_sign_in:
                 raise EmailTokenUnusable()
-            if not await user_rows.mark_email_verified(conn, user.id, record.email, now):
+            if not await user_rows.mark_email_verified(
+                conn, self._envelope, user.id, record.email, now
+            ):
                 raise EmailTokenUnusable()
-            updated = await user_rows.get_by_id(conn, user.id)
+            updated = await user_rows.get_by_id(conn, self._envelope, user.id)
             await self._audit.record(
                 conn,
                 AuditEvent(

@@ -13,10 +13,12 @@ from authkeep.db import account_tokens as token_rows
 from authkeep.db.account_tokens import Purpose, TokenRecord
 from authkeep.errors import EmailTokenUnusable
 from authkeep.security.email_tokens import EmailTokenKey, IssuedEmailToken
+from authkeep.security.envelope import Envelope
 
 
 async def store_token(
     conn: AsyncConnection,
+    envelope: Envelope,
     *,
     user_id: uuid.UUID,
     purpose: Purpose,
@@ -27,10 +29,12 @@ async def store_token(
 ) -> uuid.UUID:
     """Store ``token``'s hash for ``user_id``, sent to ``email``, usable for ``ttl``. A new
     link voids the older unused ones of its kind: only the latest email works, so an
-    inbox that leaked an older message leaks nothing usable."""
+    inbox that leaked an older message leaks nothing usable. ``email`` is sealed with the
+    user's key (``envelope``)."""
     await token_rows.void_unused(conn, user_id=user_id, purposes=(purpose,), now=now)
     return await token_rows.insert_token(
         conn,
+        envelope,
         user_id=user_id,
         purpose=purpose,
         token_hash=token.hash,
@@ -40,11 +44,26 @@ async def store_token(
     )
 
 
-class EmailTokens:
-    """Tokens hashed with the server's email-token key."""
+def _readable(found: TokenRecord) -> TokenRecord:
+    # A link whose address cannot be read (the account was erased, the row is damaged)
+    # proves nothing about any address: unusable, and the caller's rollback un-spends it.
+    if not found.email:
+        raise EmailTokenUnusable()
+    return found
 
-    def __init__(self, key: EmailTokenKey) -> None:
+
+class EmailTokens:
+    """Tokens hashed with the server's email-token key; the address each was sent to is
+    sealed with the user's key (``envelope``)."""
+
+    def __init__(self, key: EmailTokenKey, envelope: Envelope) -> None:
         self._key = key
+        self._envelope = envelope
+
+    @property
+    def envelope(self) -> Envelope:
+        """What seals and opens the addresses the tokens were sent to."""
+        return self._envelope
 
     def issue(self) -> IssuedEmailToken:
         """A new token and its hash (nothing stored yet)."""
@@ -62,9 +81,9 @@ class EmailTokens:
     ) -> TokenRecord:
         """The usable token ``token`` of ``purpose``, not spent; EmailTokenUnusable if none."""
         for hashed in self._hashes(token):
-            found = await token_rows.find_usable(conn, hashed, purpose, now)
+            found = await token_rows.find_usable(conn, self._envelope, hashed, purpose, now)
             if found is not None:
-                return found
+                return _readable(found)
         raise EmailTokenUnusable()
 
     async def consume(
@@ -74,7 +93,7 @@ class EmailTokens:
         EmailTokenUnusable when it is unknown, used, expired or voided — or was just spent
         by a concurrent request."""
         for hashed in self._hashes(token):
-            found = await token_rows.consume(conn, hashed, purpose, now)
+            found = await token_rows.consume(conn, self._envelope, hashed, purpose, now)
             if found is not None:
-                return found
+                return _readable(found)
         raise EmailTokenUnusable()

@@ -33,6 +33,9 @@ TEMPLATE_NAMES = frozenset(
         "recovery_code_used",
         "mfa_reset",
         "webhook_disabled",
+        "deletion_scheduled",
+        "inactivity_warning",
+        "account_deleted",
     }
 )
 """The messages authkeep sends (each the stem of three template files)."""

@@ -41,6 +41,7 @@ from authkeep.db.users import UserRecord
 from authkeep.errors import InvalidCode, InvalidToken
 from authkeep.security.assurance import parse_amr
 from authkeep.security.email_tokens import looks_like_token, new_token
+from authkeep.security.envelope import Envelope
 from authkeep.security.key_ring import SecretRing
 from authkeep.services.audit import Action, Actor, AuditEvent, AuditLog
 from authkeep.services.context import RequestInfo
@@ -88,9 +89,11 @@ class MfaLogins:
         *,
         lifetime: timedelta = timedelta(seconds=MFA_TOKEN_SECONDS),
         max_failures: int = MAX_FAILURES,
+        envelope: Envelope,
     ) -> None:
         """``ring``: the keys ``mfa_token`` hashes are made with (newest writes, all read)."""
         self._db = db
+        self._envelope = envelope
         self._sessions = sessions
         self._ring = ring
         self._audit = audit
@@ -199,7 +202,7 @@ class MfaLogins:
             )
             if challenge is None:
                 raise InvalidToken(MFA_TOKEN_REFUSED)
-            user = await user_rows.get_by_id(conn, challenge.user_id)
+            user = await user_rows.get_by_id(conn, self._envelope, challenge.user_id)
             if user is None or not user.can_sign_in:
                 raise InvalidToken(MFA_TOKEN_REFUSED)
             if await verify(conn, user):

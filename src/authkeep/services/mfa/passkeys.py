@@ -50,6 +50,7 @@ from authkeep.errors import (
     NotFound,
     PasskeyRejected,
 )
+from authkeep.security.envelope import Envelope
 from authkeep.security.webauthn import (
     Assertion,
     KnownCredential,
@@ -111,11 +112,14 @@ class Passkeys:
         users_changed: UsersChanged,
         email_gate: EmailGate | None = None,
         mfa_logins: MfaLogins | None = None,
+        envelope: Envelope,
     ) -> None:
         """``users_changed`` tells every worker's user cache (``mfa_enabled`` changed);
         ``email_gate`` is password login's email-verification gate; ``mfa_logins`` the
-        second step of password logins, which a passkey may finish (None: it cannot)."""
+        second step of password logins, which a passkey may finish (None: it cannot);
+        ``envelope`` opens the user's personal data."""
         self._db = db
+        self._envelope = envelope
         self._audit = audit
         self._sessions = sessions
         self.rp = rp
@@ -401,7 +405,7 @@ class Passkeys:
         stored = await rows.get_by_credential_id(conn, assertion.credential_id)
         if stored is None or (expected_user is not None and stored.user_id != expected_user):
             return AssertionCheck("unknown_credential")
-        user = await user_rows.get_by_id(conn, stored.user_id)
+        user = await user_rows.get_by_id(conn, self._envelope, stored.user_id)
         if user is None or not user.can_sign_in:
             return AssertionCheck("user_cannot_sign_in", credential=stored)
         # A usernameless sign-in learns the account from the passkey: the authenticator must

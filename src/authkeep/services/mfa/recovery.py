@@ -23,6 +23,7 @@ from authkeep.db.base import utcnow
 from authkeep.db.engine import Database
 from authkeep.db.users import UserRecord
 from authkeep.errors import Conflict
+from authkeep.security.envelope import Envelope
 from authkeep.security.key_ring import SecretRing
 from authkeep.security.recovery_codes import CODE_COUNT, code_hash, code_hashes, new_codes
 from authkeep.services.audit import Action, Actor, AuditEvent, AuditLog
@@ -42,9 +43,19 @@ NO_SECOND_FACTOR = (
 class RecoveryCodes:
     """Issue, regenerate and spend a user's recovery codes."""
 
-    def __init__(self, db: Database, ring: SecretRing, audit: AuditLog, mailer: Mailer) -> None:
-        """``ring``: the keys the codes are hashed with (newest writes, all read)."""
+    def __init__(
+        self,
+        db: Database,
+        ring: SecretRing,
+        audit: AuditLog,
+        mailer: Mailer,
+        *,
+        envelope: Envelope,
+    ) -> None:
+        """``ring``: the keys the codes are hashed with (newest writes, all read);
+        ``envelope`` opens the user's personal data."""
         self._db = db
+        self._envelope = envelope
         self._ring = ring
         self._audit = audit
         self._mailer = mailer
@@ -63,7 +74,7 @@ class RecoveryCodes:
         now = utcnow()
         async with self._db.transaction() as conn:
             # Read here, not from the caller's cached record: the factor may be gone.
-            current = await user_rows.get_by_id(conn, user.id)
+            current = await user_rows.get_by_id(conn, self._envelope, user.id)
             if current is None or not current.mfa_enabled:
                 raise Conflict(NO_SECOND_FACTOR)
             codes = await self.issue(conn, current, now)

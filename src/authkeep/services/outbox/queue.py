@@ -26,6 +26,7 @@ from authkeep import metrics
 from authkeep.db import after_commit
 from authkeep.db import outbox as outbox_rows
 from authkeep.db.base import utcnow
+from authkeep.security.envelope import Envelope
 
 log = structlog.get_logger("authkeep.outbox")
 
@@ -35,11 +36,22 @@ class Outbox:
     a transaction that enqueued something commits: the in-process worker's wake-up. The
     transaction must be one of :meth:`authkeep.db.engine.Database.transaction` (or
     ``tenant_transaction``); in another, listeners are not called and the workers find
-    the message at their next poll."""
+    the message at their next poll.
 
-    def __init__(self, *, clock: Callable[[], datetime] = utcnow) -> None:
+    Payloads are sealed with ``envelope`` (the master data-key ring, bound to the row:
+    ``authkeep.db.outbox``); an outbox built without one (tests, tools) stores them plain."""
+
+    def __init__(
+        self, *, clock: Callable[[], datetime] = utcnow, envelope: Envelope | None = None
+    ) -> None:
         self._clock = clock
+        self._envelope = envelope
         self._listeners: list[Callable[[], None]] = []
+
+    @property
+    def envelope(self) -> Envelope | None:
+        """What seals the payloads (and the webhook deliveries written with them)."""
+        return self._envelope
 
     def add_listener(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` after each commit that added a message."""
@@ -71,6 +83,7 @@ class Outbox:
             dedup_key=dedup_key,
             now=now,
             available_at=now + delay if delay else None,
+            envelope=self._envelope,
         )
         if message_id is not None:
             self._after_commit(conn, kind)

@@ -13,6 +13,11 @@ Guarantees (details in ``docs/email.md``):
   over; settling is fenced by ``locked_by``. Delivery is at-least-once (a crash after the
   server accepted the message but before it was marked sent means one more attempt), and
   each message keeps one identity across attempts (its id, an email's ``Message-ID``).
+* **Payloads are opened here**, just before their handler runs (sealed with the master
+  data-key ring, bound to their row: ``authkeep.db.outbox``); plain ones, queued before
+  encryption, are delivered as they are. One that does not open — copied from another row,
+  or sealed with a data key no longer in the ring — is marked dead at once with that reason:
+  no retry can open it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import structlog
@@ -31,6 +37,7 @@ from authkeep.db import outbox as outbox_rows
 from authkeep.db.base import utcnow
 from authkeep.db.engine import Database, is_unavailable
 from authkeep.db.outbox import ClaimedMessage
+from authkeep.security.envelope import Envelope, SealedValueError
 from authkeep.services.outbox.backoff import Backoff, RetrySchedule
 from authkeep.services.outbox.handlers import (
     DeliveryError,
@@ -39,6 +46,11 @@ from authkeep.services.outbox.handlers import (
 )
 
 log = structlog.get_logger("authkeep.outbox")
+
+UNREADABLE = (
+    "the payload does not open: sealed for another row, or with a data key that is not in "
+    "AUTHKEEP_DATA_KEYS"
+)
 
 
 def default_worker_name() -> str:
@@ -73,6 +85,7 @@ class OutboxWorker:
         backoff: Backoff | None = None,
         retry: Mapping[str, RetrySchedule] | None = None,
         clock: Callable[[], datetime] = utcnow,
+        envelope: Envelope | None = None,
     ) -> None:
         self.name = (name or default_worker_name())[:64]
         self._db = db
@@ -89,6 +102,8 @@ class OutboxWorker:
         # exponentially. ``max_attempts`` caps every kind.
         self._retry = dict(retry or {})
         self._clock = clock
+        # Opens sealed payloads and seals what stays once a message is settled.
+        self._envelope = envelope
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -149,6 +164,14 @@ class OutboxWorker:
             if not held:
                 log.warning("outbox_lease_lost", message_id=str(message.id), kind=message.kind)
                 return lease_until
+        try:
+            message = replace(
+                message,
+                payload=outbox_rows.open_payload(self._envelope, message.id, message.payload),
+            )
+        except SealedValueError:
+            await self._failed(replace(message, payload={}), PermanentDeliveryError(UNREADABLE))
+            return lease_until
         handler = self._handlers[message.kind]
         try:
             async with asyncio.timeout(self.send_timeout.total_seconds()):
@@ -163,6 +186,7 @@ class OutboxWorker:
                     worker=self.name,
                     now=self._clock(),
                     payload=handler.scrub(message.payload),
+                    envelope=self._envelope,
                 )
             metrics.OUTBOX_MESSAGES.labels(message.kind, "sent").inc()
             log.info(
@@ -193,6 +217,7 @@ class OutboxWorker:
                 error=error,
                 retry_at=retry_at,
                 payload=handler.scrub(message.payload) if dead else None,
+                envelope=self._envelope,
             )
         metrics.OUTBOX_MESSAGES.labels(message.kind, "failed").inc()
         if dead:

@@ -33,11 +33,27 @@ from sqlalchemy import ColumnElement, Select, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import InstrumentedAttribute
 
+from authkeep.db import outbox as outbox_rows
 from authkeep.db import rotation as rotation_rows
+from authkeep.db import webhooks as webhook_rows
 from authkeep.db.engine import Database
-from authkeep.db.models import AuditEntry, TotpFactor, User, UserKey, WebhookEndpoint
+from authkeep.db.models import (
+    AuditEntry,
+    Invitation,
+    OutboxMessage,
+    TotpFactor,
+    User,
+    UserKey,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from authkeep.security.emails import email_key
-from authkeep.security.envelope import Envelope, SealedValueError, field_context
+from authkeep.security.envelope import (
+    USER_SEALED_PREFIX,
+    Envelope,
+    SealedValueError,
+    field_context,
+)
 from authkeep.services.mfa.totp import sealing_context as totp_context
 from authkeep.services.webhooks.signing import sealing_context as webhook_context
 
@@ -56,8 +72,8 @@ class Change:
     """One compare-and-set: ``column`` of row ``key_value`` from ``old`` to ``new``."""
 
     column: InstrumentedAttribute[Any]
-    old: str
-    new: str
+    old: Any
+    new: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +133,9 @@ class DataRotation:
 
     # -- phases ----------------------------------------------------------------------------
 
-    def _not_newest(self, column: InstrumentedAttribute[Any]) -> ColumnElement[bool]:
+    def _not_newest(
+        self, column: ColumnElement[Any] | InstrumentedAttribute[Any]
+    ) -> ColumnElement[bool]:
         return and_(column.is_not(None), ~column.startswith(self._kid + ".", autoescape=True))
 
     def _sealed_column(
@@ -143,6 +161,35 @@ class DataRotation:
             redo=redo,
         )
 
+    def _sealed_payload(
+        self, table: str, key: InstrumentedAttribute[Any], column: InstrumentedAttribute[Any]
+    ) -> Phase:
+        """A JSON column holding ``{"sealed": "<kid>.<…>"}`` (outbox_rows.seal_payload);
+        plain payloads written before encryption are left as they are."""
+        envelope = self._envelope
+
+        def redo(row: Any) -> Sequence[Change]:
+            row_id, stored = row
+            if not outbox_rows.is_sealed(stored or {}) or not envelope.box.needs_resealing(
+                str(stored[outbox_rows.SEALED])
+            ):
+                return []
+            opened = outbox_rows.open_payload(envelope, row_id, stored, table=table)
+            return [
+                Change(
+                    column, stored, outbox_rows.seal_payload(envelope, row_id, opened, table=table)
+                )
+            ]
+
+        return Phase(
+            name=f"{table}.payload",
+            key=key,
+            parse_key=uuid.UUID,
+            stale=lambda: self._not_newest(column[outbox_rows.SEALED].as_string()),
+            query=lambda: select(key, column),
+            redo=redo,
+        )
+
     def _build_phases(self) -> tuple[Phase, ...]:
         envelope = self._envelope
 
@@ -158,6 +205,14 @@ class DataRotation:
                 aead, sealed_email, context=field_context("users", "email", user_id)
             )
             return [Change(User.email_key, old_index, envelope.blind_index(email_key(email)))]
+
+        def reindex_invitation(row: Any) -> Sequence[Change]:
+            # Its address is sealed with the master ring (the invitee may have no account).
+            invitation_id, sealed_email, old_index = row
+            email = envelope.open(
+                sealed_email, context=field_context("invitations", "email", invitation_id)
+            )
+            return [Change(Invitation.email_key, old_index, envelope.blind_index(email_key(email)))]
 
         index_prefix = f"bi.{self._kid}."
         return (
@@ -184,6 +239,16 @@ class DataRotation:
                 WebhookEndpoint.previous_secret_sealed,
                 lambda row_id: webhook_context("previous_secret", row_id),
             ),
+            self._sealed_column(
+                "invitations.email",
+                Invitation.id,
+                Invitation.email,
+                lambda row_id: field_context("invitations", "email", row_id),
+            ),
+            self._sealed_payload("outbox", OutboxMessage.id, OutboxMessage.payload),
+            self._sealed_payload(
+                webhook_rows.DELIVERY_TABLE, WebhookDelivery.id, WebhookDelivery.payload
+            ),
             Phase(
                 name="users.email_key",
                 key=User.id,
@@ -193,6 +258,14 @@ class DataRotation:
                     UserKey, UserKey.user_id == User.id
                 ),
                 redo=reindex_user,
+            ),
+            Phase(
+                name="invitations.email_key",
+                key=Invitation.id,
+                parse_key=uuid.UUID,
+                stale=lambda: ~Invitation.email_key.startswith(index_prefix, autoescape=True),
+                query=lambda: select(Invitation.id, Invitation.email, Invitation.email_key),
+                redo=reindex_invitation,
             ),
         )
 
@@ -214,10 +287,13 @@ class DataRotation:
     async def audit_rows_on_old_keys(self) -> int:
         """Audit rows whose IP address is sealed with an older master key: the old key
         must stay in the ring until the audit retention purge has removed them."""
+        # A master-sealed value is "<kid>.<base64url>": one dot, no colon. Addresses stored
+        # in clear before encryption (IPv4: three dots; IPv6: colons) need no key.
         stale = and_(
-            AuditEntry.ip.is_not(None),
-            ~AuditEntry.ip.startswith("uk1.", autoescape=True),
-            AuditEntry.ip.contains(".", autoescape=True),
+            AuditEntry.ip.like("%.%"),
+            ~AuditEntry.ip.like("%.%.%"),
+            ~AuditEntry.ip.contains(":", autoescape=True),
+            ~AuditEntry.ip.startswith(USER_SEALED_PREFIX, autoescape=True),
             ~AuditEntry.ip.startswith(self._kid + ".", autoescape=True),
         )
         async with self._db.transaction() as conn:

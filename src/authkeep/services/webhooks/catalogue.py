@@ -68,8 +68,9 @@ EVENT_TYPES: dict[str, EventType] = {
         ),
         EventType(
             "user.deleted",
-            "An account was deleted (by a platform admin, or by its owner once that exists); "
-            "its sessions ended at once.",
+            "An account was erased: its data is gone and its id will not come back (a "
+            "deletion by its owner, after the grace period; by a platform admin, at once; "
+            "or for inactivity). Its sessions had ended when the deletion was requested.",
             _object({"user_id": _UUID}),
         ),
         EventType(
@@ -335,7 +336,7 @@ FAILURE = "failure"
 SOURCES: dict[tuple[str, str], tuple[tuple[str, DataBuilder], ...]] = {
     (Action.USER_REGISTERED.value, SUCCESS): (("user.created", _user),),
     (Action.EMAIL_VERIFIED.value, SUCCESS): (("user.email_verified", _user),),
-    (Action.USER_DELETED.value, SUCCESS): (("user.deleted", _user),),
+    (Action.USER_ERASED.value, SUCCESS): (("user.deleted", _user),),
     (Action.PASSWORD_CHANGED.value, SUCCESS): (("user.password_changed", _password("change")),),
     (Action.PASSWORD_RESET.value, SUCCESS): (("user.password_changed", _password("reset")),),
     (Action.SESSION_REVOKED.value, SUCCESS): (("session.revoked", _sessions_ended),),

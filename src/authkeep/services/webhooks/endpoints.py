@@ -24,6 +24,7 @@ from authkeep.db.base import utcnow
 from authkeep.db.engine import Database
 from authkeep.errors import Conflict, NotFound, PermissionDenied
 from authkeep.security.data_keys import SecretBox
+from authkeep.security.envelope import Envelope
 from authkeep.services.accounts import FieldError
 from authkeep.services.audit import Action, Actor, AuditEvent, AuditLog
 from authkeep.services.authn import Principal
@@ -101,6 +102,8 @@ class WebhookEndpoints:
         self._outbox = outbox
         self._box = box
         self._config = config
+        # Opens the deliveries' sealed bodies (the outbox's envelope seals them).
+        self._envelope = outbox.envelope if outbox.envelope is not None else Envelope(box)
 
     @asynccontextmanager
     async def _transaction(self, scope: Scope) -> AsyncIterator[AsyncConnection]:
@@ -328,7 +331,7 @@ class WebhookEndpoints:
             if await rows.get_endpoint(conn, endpoint_id, scope.org_id) is None:
                 raise NotFound(ENDPOINT_NOT_FOUND)
             return await rows.deliveries_of(
-                conn, endpoint_id, scope.org_id, before=before, limit=limit
+                conn, endpoint_id, scope.org_id, before=before, limit=limit, envelope=self._envelope
             )
 
     async def replay(
@@ -342,7 +345,9 @@ class WebhookEndpoints:
         processed it already recognises it); its retry schedule starts afresh."""
         async with self._transaction(scope) as conn:
             endpoint = await rows.get_endpoint(conn, endpoint_id, scope.org_id)
-            found = await rows.get_delivery(conn, delivery_id, endpoint_id, scope.org_id)
+            found = await rows.get_delivery(
+                conn, delivery_id, endpoint_id, scope.org_id, envelope=self._envelope
+            )
             if endpoint is None or found is None:
                 raise NotFound(DELIVERY_NOT_FOUND)
             if not endpoint.enabled:
@@ -365,7 +370,9 @@ class WebhookEndpoints:
                 ),
                 info,
             )
-            replayed = await rows.get_delivery(conn, delivery_id, endpoint_id, scope.org_id)
+            replayed = await rows.get_delivery(
+                conn, delivery_id, endpoint_id, scope.org_id, envelope=self._envelope
+            )
         if replayed is None:
             raise NotFound(DELIVERY_NOT_FOUND)
         return replayed
@@ -402,7 +409,9 @@ class WebhookEndpoints:
                 info,
             )
             found = (
-                await rows.get_delivery(conn, delivery_id, endpoint_id, scope.org_id)
+                await rows.get_delivery(
+                    conn, delivery_id, endpoint_id, scope.org_id, envelope=self._envelope
+                )
                 if delivery_id is not None
                 else None
             )

@@ -13,6 +13,9 @@
    ``webhook_deliveries`` row and a ``webhook.delivery`` message, in one transaction. The
    pair (event, endpoint) is unique: fan-out that runs again after a crash adds nothing, so
    each endpoint gets each event under one ``webhook-id``.
+
+Both the event and each delivery's body are stored sealed with the outbox's envelope
+(``authkeep.db.webhooks``): an event may name a person.
 """
 
 from __future__ import annotations
@@ -25,10 +28,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from authkeep.db import webhooks as rows
-from authkeep.db.audit import chain_key
+from authkeep.db.audit import QueuedMessage, chain_key
 from authkeep.db.base import utcnow
 from authkeep.db.engine import Database
-from authkeep.db.outbox import ClaimedMessage
+from authkeep.db.outbox import ClaimedMessage, seal_payload
 from authkeep.services.audit import AuditEvent
 from authkeep.services.outbox import Outbox, PermanentDeliveryError
 from authkeep.services.webhooks.catalogue import events_for
@@ -65,9 +68,25 @@ class WebhookEvents:
         time should no audit row give one (the audit log off)."""
         now = utcnow()
         await rows.insert_events(
-            conn, [{**event, "occurred_at": timestamp(now)} for event in events], now
+            conn,
+            [{**event, "occurred_at": timestamp(now)} for event in events],
+            now,
+            envelope=self._outbox.envelope,
         )
         self._outbox.announce(conn, EVENT_KIND, len(events))
+
+    def queue(self, conn: AsyncConnection, events: list[dict[str, Any]]) -> list[QueuedMessage]:
+        """``events`` as outbox rows for the audit row's own statement to write
+        (:func:`authkeep.db.audit.append_at_commit`: no round trip of their own), counted
+        and announced once ``conn``'s transaction commits."""
+        stamp = timestamp(utcnow())
+        queued = []
+        for event in events:
+            event_id = uuid.UUID(str(event["id"]))
+            payload = seal_payload(self._outbox.envelope, event_id, {**event, "occurred_at": stamp})
+            queued.append(QueuedMessage(event_id, EVENT_KIND, payload))
+        self._outbox.announce(conn, EVENT_KIND, len(queued))
+        return queued
 
 
 async def event_body(conn: AsyncConnection, event: Mapping[str, Any]) -> dict[str, Any]:
@@ -156,6 +175,7 @@ async def enqueue_delivery(
         event_type=event_type,
         payload=body,
         now=utcnow(),
+        envelope=outbox.envelope,
     )
     if delivery_id is not None:
         await outbox.enqueue(

@@ -41,6 +41,7 @@ from authkeep.db.base import utcnow
 from authkeep.db.engine import Database
 from authkeep.db.outbox import ClaimedMessage
 from authkeep.security.data_keys import SealedValueError, SecretBox
+from authkeep.security.envelope import Envelope
 from authkeep.services.audit import Action, AuditEvent, AuditLog
 from authkeep.services.mail import Mailer
 from authkeep.services.outbox import DeliveryError, PermanentDeliveryError
@@ -54,6 +55,10 @@ DISABLED_TEMPLATE = "webhook_disabled"
 USER_AGENT = "authkeep-webhooks/1"
 MAX_RESPONSE_BYTES = 64 * 1024
 GONE = 410
+UNREADABLE = (
+    "the stored body does not open: sealed for another delivery, or with a data key that is "
+    "not in AUTHKEEP_DATA_KEYS"
+)
 
 
 def message_id(event_id: uuid.UUID) -> str:
@@ -93,9 +98,13 @@ class WebhookSender:
         *,
         audit: AuditLog,
         mailer: Mailer,
+        envelope: Envelope | None = None,
     ) -> None:
         self._db = db
         self._box = box
+        # Opens the deliveries' sealed bodies and the admins' addresses; the service's own
+        # (its remembered user keys) when given.
+        self._envelope = envelope if envelope is not None else Envelope(box)
         self._client = client
         self._config = config
         self._audit = audit
@@ -129,7 +138,7 @@ class WebhookSender:
         except (KeyError, ValueError) as exc:
             raise PermanentDeliveryError("malformed delivery message") from exc
         async with self._reading(org_id) as conn:
-            target = await rows.delivery_target(conn, delivery_id, org_id)
+            target = await rows.delivery_target(conn, delivery_id, org_id, envelope=self._envelope)
         if target is None:
             # Deleted with its endpoint: nothing left to deliver.
             log.info("webhook_delivery_dropped", delivery_id=str(delivery_id))
@@ -139,6 +148,21 @@ class WebhookSender:
                 await rows.cancel_delivery(conn, delivery_id, "the endpoint is disabled")
             metrics.WEBHOOK_DELIVERIES.labels("cancelled").inc()
             return
+        if not target.delivery.readable:
+            # Its sealed body does not open (copied from another delivery, or sealed with a
+            # data key no longer in the ring): no retry can send it, and it says nothing
+            # about the endpoint, whose failure count stays as it is.
+            async with self._transaction(org_id) as conn:
+                await rows.record_attempt(
+                    conn,
+                    delivery_id,
+                    status=rows.FAILED,
+                    status_code=None,
+                    error=UNREADABLE,
+                    now=utcnow(),
+                )
+            log.error("webhook_delivery_unreadable", delivery_id=str(delivery_id))
+            raise PermanentDeliveryError(UNREADABLE)
         if target.delivery.status == rows.SUCCEEDED and not payload.get("replay"):
             # Recorded as delivered by a worker that died before settling the message:
             # the receiver has it, sending it again would only cost a duplicate.
@@ -256,7 +280,7 @@ class WebhookSender:
                 details={"reason": reason, "consecutive_failures": failures, "host": host},
             ),
         )
-        for address in await rows.admin_recipients(conn, endpoint.org_id):
+        for address in await rows.admin_recipients(conn, self._envelope, endpoint.org_id):
             await self._mailer.enqueue(
                 conn,
                 DISABLED_TEMPLATE,
