@@ -31,6 +31,7 @@ from sqlalchemy.engine import make_url
 
 from authkeep import Settings, run_migrations
 from conftest import (
+    CHEAP_HASHING,
     GENEROUS_LIMITS,
     TEST_SECRET,
     _pg_admin,
@@ -83,6 +84,7 @@ class ExampleDB:
             "database_url": self.database_url,
             "hash_workers": 1,
             **GENEROUS_LIMITS,
+            **CHEAP_HASHING,
         }
         if self.is_postgres:
             values.update(migration_database_url=self.owner_url, database_app_role=self.app_role)

@@ -9,10 +9,12 @@ the API-key lookup policy. Every query here still names its scope (:func:`_scope
 the only guard on SQLite.
 
 **Events and their audit rows.** An audited change's webhook events are outbox rows written
-in its transaction (:func:`insert_events`). The audit row's id and hash exist only once it
-joined its chain (at COMMIT on PostgreSQL, under the chain's lock, which no event work
-lengthens), so each event keeps the row's content digest — known before, recomputable from
-the stored row — and fan-out finds the committed row by it (:func:`audit_reference`).
+in its transaction: by the audit row's own statement
+(``authkeep.db.audit.append_at_commit``), or by :func:`insert_events` when the audit log is
+off. The audit row's id and hash exist only once it joined its chain (at COMMIT on
+PostgreSQL, under the chain's lock, which no event work lengthens), so each event keeps the
+row's content digest — known before, recomputable from the stored row — and fan-out finds
+the committed row by it (:func:`audit_reference`).
 
 **Sealed payloads.** Events (outbox rows) and deliveries' bodies are stored sealed with the
 master data-key ring, each bound to its own row (``authkeep.db.outbox.seal_payload``): an
