@@ -165,7 +165,8 @@ def before_after(seconds: int, rounds: int, rev: str) -> None:
             print(f"{kind + ', ' + label:30} {run.row()}")
         cost = 1 - new_run.requests_per_second / base_run.requests_per_second
         verdict = "met" if cost <= 0.10 else "NOT met"
-        print(f"{kind}: {cost:+.1%} slower with encryption (target at most 10 %: {verdict})")
+        change = f"{cost:.1%} slower" if cost >= 0 else f"{-cost:.1%} faster (noise)"
+        print(f"{kind}: {change} with encryption (target at most 10 % slower: {verdict})")
     print()
 
 

@@ -221,7 +221,13 @@ def flat_costs(args: argparse.Namespace) -> None:
             for name, run in scenarios.items():
                 run(seconds=1)  # warm-up: pools, caches
                 measures[(name, labels[database])] = functools.partial(run, seconds=args.seconds)
-        runs = alternate_rounds(measures, args.rounds)
+        # Each scenario on the two databases back to back: the pair shares the minute's load.
+        scenarios_in_order = list(dict.fromkeys(name for name, _ in measures))
+        paired = {
+            key: measures[key]
+            for key in sorted(measures, key=lambda k: (scenarios_in_order.index(k[0]), k[1]))
+        }
+        runs = alternate_rounds(paired, args.rounds)
     print(
         f"1. flat costs: empty ({sizes(EMPTY)}) vs large ({sizes(args.database)}); "
         f"{rounds_note(args.rounds)}, wrk {args.seconds} s, login {LOGIN_CONNECTIONS} connections, "

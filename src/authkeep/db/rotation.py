@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -14,39 +14,28 @@ from authkeep.db.base import utcnow
 from authkeep.db.models import MaintenancePosition
 
 
-async def batch(
+async def replace_many(
     conn: AsyncConnection,
     key: InstrumentedAttribute[Any],
-    columns: Sequence[Any],
-    *,
-    after: Any | None,
-    limit: int,
-    where: ColumnElement[bool] | None = None,
-) -> Sequence[Row[Any]]:
-    """The next ``limit`` rows by ``key`` after ``after`` (None: from the first), as
-    ``(key, *columns)`` tuples. The primary-key order makes the walk resumable."""
-    stmt = select(key, *columns).order_by(key).limit(limit)
-    if after is not None:
-        stmt = stmt.where(key > after)
-    if where is not None:
-        stmt = stmt.where(where)
-    return (await conn.execute(stmt)).all()
-
-
-async def replace(
-    conn: AsyncConnection,
-    key: InstrumentedAttribute[Any],
-    key_value: Any,
     column: InstrumentedAttribute[Any],
-    old: Any,
-    new: Any,
-) -> bool:
-    """Set ``column`` to ``new`` where it is still ``old`` (a concurrent write wins: the
-    value it wrote is current already). Returns whether the row was changed."""
-    result = await conn.execute(
-        update(column.class_).where(key == key_value, column == old).values({column.key: new})
+    changes: Sequence[tuple[Any, Any, Any]],
+) -> int:
+    """Set ``column`` from ``old`` to ``new`` for many ``(key, old, new)`` rows, each only
+    where it still holds ``old`` (compare-and-set: a concurrent write, which used the newest
+    key already, wins), as one executemany: one round trip per batch, not per row. Returns
+    the rows changed, or — where the driver cannot count an executemany — how many were
+    asked."""
+    if not changes:
+        return 0
+    stmt = (
+        update(column.class_)
+        .where(key == bindparam("row_key"), column == bindparam("old_value"))
+        .values({column.key: bindparam("new_value")})
     )
-    return bool(result.rowcount)
+    result = await conn.execute(
+        stmt, [{"row_key": k, "old_value": old, "new_value": new} for k, old, new in changes]
+    )
+    return result.rowcount if result.rowcount >= 0 else len(changes)
 
 
 async def count(conn: AsyncConnection, where: ColumnElement[bool]) -> int:

@@ -84,23 +84,25 @@ class _Walk:
         heads = self.heads
         anchors = self.anchors
         platform = audit_rows.PLATFORM_CHAIN
-        for row in page:
-            self.rows += 1
+        for position, row in enumerate(page, 1):
             chain = row[2] or platform
             head = heads.get(chain)
+            broken = None
             if head is not None:
                 if row[12] != head[1]:
-                    self.broken = BrokenLink(row[0], chain, _LINK.format(head=head[0]))
-                    return False
+                    broken = BrokenLink(row[0], chain, _LINK.format(head=head[0]))
             elif anchors is None:
                 self.firsts[chain] = (row[0], row[12])
             elif row[12] != audit_rows.genesis_hash(chain) and row[12] not in anchors.get(
                 chain, ()
             ):
-                self.broken = BrokenLink(row[0], chain, _FIRST)
-                return False
-            if hash_of(row) != row[13]:
-                self.broken = BrokenLink(row[0], chain, _EDITED)
+                broken = BrokenLink(row[0], chain, _FIRST)
+            if broken is None and hash_of(row) != row[13]:
+                broken = BrokenLink(row[0], chain, _EDITED)
+            if broken is not None:
+                # Counted up to and with the row that failed.
+                self.rows += position
+                self.broken = broken
                 return False
             if head is None:
                 heads[chain] = [row[0], row[13], 1]
@@ -108,6 +110,7 @@ class _Walk:
                 head[0] = row[0]
                 head[1] = row[13]
                 head[2] += 1
+        self.rows += len(page)
         return True
 
     def verification(self) -> Verification:

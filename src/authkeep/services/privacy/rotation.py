@@ -323,6 +323,7 @@ class DataRotation:
                 if not rows:
                     await rotation_rows.clear_position(conn, job)
                     break
+                by_column: dict[str, tuple[Any, list[tuple[Any, Any, Any]]]] = {}
                 for row in rows:
                     try:
                         changes = phase.redo(row)
@@ -332,10 +333,10 @@ class DataRotation:
                         unreadable += 1
                         continue
                     for change in changes:
-                        if await rotation_rows.replace(
-                            conn, phase.key, row[0], change.column, change.old, change.new
-                        ):
-                            changed += 1
+                        entry = by_column.setdefault(change.column.key, (change.column, []))
+                        entry[1].append((row[0], change.old, change.new))
+                for column, batch in by_column.values():
+                    changed += await rotation_rows.replace_many(conn, phase.key, column, batch)
                 after = rows[-1][0]
                 await rotation_rows.set_position(conn, job, str(after))
             done += len(rows)
