@@ -24,11 +24,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from account_helpers import drained, mail_app, token_in
 from authkeep import Settings, create_app
 from authkeep.db import sessions as session_rows
-from authkeep.db.engine import Database
 from authkeep.errors import Conflict
-from authkeep.security.data_keys import SecretBox
-from authkeep.security.envelope import Envelope
-from authkeep.services.privacy.rotation import DataRotation
 from conftest import Backend
 from helpers import (
     PASSWORD,
@@ -311,44 +307,3 @@ async def test_login_and_the_authenticated_read_stay_one_query_for_the_user(
         assert len(reads) == 1, reads
         assert "LEFT OUTER JOIN user_keys" in reads[0]
         assert [s for s in statements if "user_keys" in s] == reads
-
-
-async def test_rotate_data_moves_accounts_and_invitations_to_the_new_key(
-    make_settings: Callable[..., Settings], backend: Backend
-) -> None:
-    old = create_app(make_settings(data_keys=[TEST_DATA_KEY]))
-    async with running(old), client_for(old) as http:
-        await register(http, "owner@example.com", verified=True)
-        owner = await login(http, "owner@example.com")
-        admin = Person(
-            "owner@example.com", uuid.UUID(owner["user"]["id"]), owner["access_token"], ""
-        )
-        org_id = await create_org(http, admin)
-        invited = await http.post(
-            f"{ORGS}/{org_id}/invitations",
-            json={"email": "Guest@Example.com", "role": "viewer"},
-            headers=admin.auth,
-        )
-        assert invited.status_code == 202, invited.text
-        await register(http, "guest@example.com", verified=True)
-
-    assert backend.owner_url is not None
-    db = Database(backend.owner_url)
-    try:
-        envelope = Envelope(SecretBox.from_entries([SECOND_KEY, TEST_DATA_KEY]))
-        report = await DataRotation(db, envelope, batch_size=1).run()
-    finally:
-        await db.close()
-    changed = {phase.name: phase.changed for phase in report.phases}
-    assert changed["invitations.email"] == 1
-    assert changed["invitations.email_key"] == 1
-    assert changed["users.email_key"] == 2
-
-    # The old key is gone: everything opens and is found with the new one alone.
-    new = create_app(make_settings(data_keys=[SECOND_KEY]))
-    async with running(new), client_for(new) as http:
-        guest = bearer((await login(http, "GUEST@example.com"))["access_token"])
-        [invitation] = (await http.get("/api/v1/auth/invitations", headers=guest)).json()
-        assert invitation["email"] == "Guest@example.com"  # stored form: domain lower-cased
-        owner = await login(http, "owner@example.com")
-        assert owner["user"]["email"] == "owner@example.com"
