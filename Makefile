@@ -20,10 +20,10 @@ XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# Bytecode is compiled once here: uv does not by default, and with PYTHONDONTWRITEBYTECODE set
+# every process (each server and worker a test starts) would recompile every import.
 $(VENV)/.installed: requirements-dev.lock pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
-	# Bytecode compiled once here: uv does not by default, and with PYTHONDONTWRITEBYTECODE
-	# set every process (each server and worker a test starts) would recompile every import.
 	$(UV) pip install --quiet --python $(BIN)/python --require-hashes --compile-bytecode \
 		-r requirements-dev.lock
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .

@@ -113,10 +113,10 @@ async def _endpoint(database_url: str, url: str) -> None:
     from authkeep.db.base import utcnow
     from authkeep.db.engine import Database
     from authkeep.services.webhooks import signing
-    from authkeep.wiring import build_data_box, build_secret_ring
+    from authkeep.wiring import build_data_box
 
     settings = _settings(database_url)
-    box = build_data_box(settings, build_secret_ring(settings))  # type: ignore[arg-type]
+    box = build_data_box(settings)  # type: ignore[arg-type]
     db = Database(database_url)
     try:
         endpoint_id = uuid.uuid4()

@@ -3,8 +3,9 @@ went: what a bigger machine would give.
 
     .venv/bin/python bench/workers.py [--seconds 5] [--rounds 3] [--workers 1,2,4]
 
-One fresh PostgreSQL database; one ``authkeep`` server (``uvicorn … create_app --workers N``,
-PostgreSQL, Redis revocation, audit on) per worker count and per limiter setting — off, and
+One fresh PostgreSQL database; one ``authkeep serve --workers N`` (the command production runs:
+its HTTP protocol, ``authkeep.http.server_protocol``; PostgreSQL, Redis revocation, audit on)
+per worker count and per limiter setting — off, and
 on with Redis storage (a budget no run reaches, so nothing is refused: its cost, not its
 refusals) — all up at once; wrk (2 threads, 64 connections) drives ``GET /api/v1/auth/me``
 with one bearer token, the servers alternating within each round (as ``harness.alternate_rounds``)
@@ -20,7 +21,11 @@ throughput only while the server's cores are the ones that run out: when wrk's s
 large, the load generator is part of what is measured.
 
 Shared state (the Redis revocation look-up and rate-limit windows, the PostgreSQL pool per
-worker) must not make 2 workers slower than 1: the script says so when it does.
+worker) must not make 2 workers slower than 1: the script says so when it does. It first
+did, for a reason that was not shared state: uvicorn binds the listener itself when it runs
+several workers, so asyncio left Nagle's algorithm on every accepted socket and each answer
+waited up to 40 ms for a delayed ACK (2 workers: 0.4× one). ``server_protocol`` now turns
+Nagle off on every connection.
 """
 
 from __future__ import annotations
@@ -51,7 +56,6 @@ from harness import (
     pg_url,
     rounds_note,
     stop_process,
-    uvicorn_command,
     wait_ready,
     wrk,
 )
@@ -115,13 +119,13 @@ def children_cpu_seconds() -> float:
 
 @contextlib.contextmanager
 def serve(workers: int, env: dict[str, str]) -> Iterator[tuple[str, int]]:
-    """``authkeep`` under uvicorn with ``workers`` workers; yields (base URL, process group)."""
+    """``authkeep serve --workers N``; yields (base URL, process group)."""
     port = free_port()
     log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in finally
         prefix="bench-workers-", suffix=".log", delete=False
     )
     proc = subprocess.Popen(
-        uvicorn_command("authkeep.http.app:create_app", port, factory=True, workers=workers),
+        [sys.executable, "-m", "authkeep", "serve", "--port", str(port), "--workers", str(workers)],
         env={**os.environ, **env},
         cwd=ROOT,
         stdout=log,

@@ -384,18 +384,3 @@ def suite_log_capture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
             f"{len(leaks)} log line(s) of this session hold a secret:\n" + "\n".join(leaks[:10]),
             pytrace=False,
         )
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Longest files first: with ``--dist loadfile`` a worker takes a whole file, so a long
-    one handed out last would run alone while the other worker idles. Files with ``slow``
-    tests (several processes, faults, a browser, timing samples) lead, then the others by
-    their number of tests, a fair stand-in for their length; within a file, order is kept."""
-    files: dict[str, list[pytest.Item]] = {}
-    for item in items:
-        files.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
-
-    def weight(tests: list[pytest.Item]) -> tuple[bool, int]:
-        return (not any(test.get_closest_marker("slow") for test in tests), -len(tests))
-
-    items[:] = [item for tests in sorted(files.values(), key=weight) for item in tests]

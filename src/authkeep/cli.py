@@ -341,14 +341,14 @@ async def _deliver_outbox(settings: Settings) -> None:
     from authkeep.db.engine import Database
     from authkeep.logging import configure_logging
     from authkeep.services.delivery import build_delivery
-    from authkeep.wiring import build_data_box, build_secret_ring
+    from authkeep.wiring import build_data_box
 
     configure_logging(settings.log_level, settings.log_format)
     db = Database(
         settings.database_url, pool_size=settings.database_pool_size, tls=settings.database_tls
     )
     # The data keys open the webhook signing secrets: without them no webhook is sent.
-    data_box = build_data_box(settings, build_secret_ring(settings))
+    data_box = build_data_box(settings)
     delivery = build_delivery(settings, db, data_box=data_box)
     loop = asyncio.get_running_loop()
     stops = (signal.SIGTERM, signal.SIGINT)
@@ -432,9 +432,9 @@ async def _rotate_data(
     from authkeep.db.engine import Database
     from authkeep.security.envelope import Envelope
     from authkeep.services.privacy.rotation import DataRotation
-    from authkeep.wiring import build_data_box, build_secret_ring
+    from authkeep.wiring import build_data_box
 
-    envelope = Envelope(build_data_box(settings, build_secret_ring(settings)))
+    envelope = Envelope(build_data_box(settings))
     # The schema owner: row-level security would hide other organizations' rows.
     db = Database(settings.migrations_url, tls=settings.migration_database_tls)
     try:

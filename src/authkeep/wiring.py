@@ -218,7 +218,7 @@ async def recent_revocations(db: Database, ttl: int) -> list[tuple[str, int]]:
 
 async def build_services(s: Settings, secret_ring: SecretRing, keys: KeyRing) -> Services:
     """Open the database, Redis and the hashing pool, and build every service on them."""
-    data_box = build_data_box(s, secret_ring)
+    data_box = build_data_box(s)
     envelope = Envelope(data_box)
     db, redis = await open_connections(s)
     hasher = await asyncio.to_thread(

@@ -33,7 +33,7 @@ from authkeep.db.models import OutboxMessage
 from authkeep.services.audit import Action, Actor, AuditEvent, AuditLog
 from authkeep.services.outbox import Outbox
 from authkeep.services.webhooks import WebhookEvents, message_id, signing
-from authkeep.wiring import build_data_box, build_secret_ring
+from authkeep.wiring import build_data_box
 from conftest import TEST_SECRET, pg_async_url
 from servers import fresh_pg_database, server_env
 from webhook_helpers import Receiver, Stall
@@ -68,7 +68,7 @@ async def prepare(url: str, receiver_url: str) -> tuple[str, list[str]]:
     db = Database(url)
     try:
         await upgrade(db)
-        box = build_data_box(settings, build_secret_ring(settings))
+        box = build_data_box(settings)
         secret = signing.new_secret()
         endpoint_id = uuid.uuid4()
         async with db.transaction() as conn:

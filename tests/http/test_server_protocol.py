@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from typing import Any
 
 import httpx
@@ -150,3 +151,31 @@ async def test_a_header_within_the_limit_reaches_the_app(
     assert transport.written.startswith(b"HTTP/1.1 204 ")
     assert not transport.eof_written
     protocol.connection_lost(None)
+
+
+async def test_nagle_is_off_on_a_socket_accepted_from_a_listener_uvicorn_bound() -> None:
+    # With --workers > 1 uvicorn binds the listener itself (proto 0), and asyncio then leaves
+    # Nagle on: each answer's second write waited up to 40 ms for a delayed ACK (issue 18).
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # as uvicorn's bind_socket
+    client = None
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        client = socket.create_connection(listener.getsockname())
+        accepted, _ = listener.accept()
+        accepted.setblocking(False)
+        assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+        loop = asyncio.get_running_loop()
+        config = Config(app, http=LingeringH11Protocol, log_config=None, lifespan="off")
+        transport, _ = await loop.connect_accepted_socket(
+            lambda: LingeringH11Protocol(config, ServerState(), {}, loop), accepted
+        )
+        try:
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        finally:
+            transport.close()
+            await asyncio.sleep(0)
+    finally:
+        if client is not None:
+            client.close()
+        listener.close()

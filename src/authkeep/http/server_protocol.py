@@ -23,7 +23,9 @@ Bodies over ``AUTHKEEP_MAX_BODY_BYTES`` are the app's business:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 import uuid
 from typing import Any
 
@@ -91,6 +93,21 @@ class LingeringH11Protocol(H11Protocol):
         self._lingering = False
         self._discarded = 0
         self._linger_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Nagle's algorithm off, then uvicorn's set-up.
+
+        asyncio turns Nagle off only on sockets accepted from a listener it created itself
+        (``proto == IPPROTO_TCP``); with ``--workers`` > 1, uvicorn binds the listener itself
+        (proto 0), so every accepted socket kept Nagle on. An answer goes out in two writes
+        (head, then body); the second waited for the ACK of the first, which the client
+        delays by up to 40 ms: two workers served 2.5× fewer requests than one (issue 18,
+        ``bench/workers.py``)."""
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):  # a socket already closing
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().connection_made(transport)
 
     def send_400_response(self, msg: str) -> None:
         """Answer a request h11 could not parse (uvicorn's hook), then linger."""

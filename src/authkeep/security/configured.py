@@ -54,20 +54,15 @@ def build_secret_ring(settings: Settings) -> SecretRing:
     return SecretRing.from_secrets(signing_secret(settings), previous)
 
 
-def build_data_box(settings: Settings, secret_ring: SecretRing) -> SecretBox:
+def build_data_box(settings: Settings) -> SecretBox:
     """The data-key box: ``AUTHKEEP_DATA_KEYS``; in development a key generated once into
-    ``AUTHKEEP_DATA_KEYS_FILE``; under test one derived from the secret (so the processes
-    of one test, sharing a secret, share it) — or, with no secret configured (each start
-    then signs with a random one), from a fixed test constant, so that what one start
-    sealed still opens after a restart."""
+    ``AUTHKEEP_DATA_KEYS_FILE``; under test a fixed key derived from a public constant — the
+    same in every process and across restarts and secret rotations, as a test's data must
+    be (a test environment holds nothing worth protecting)."""
     if settings.data_keys:
         return SecretBox.from_entries(key.get_secret_value() for key in settings.data_keys)
     if settings.env == "test":
-        root = (
-            secret_ring
-            if settings.secret_key is not None
-            else SecretRing.from_secrets(TEST_DATA_KEY_PURPOSE)
-        )
+        root = SecretRing.from_secrets(TEST_DATA_KEY_PURPOSE)
         return SecretBox(SecretRing([root.derive(TEST_DATA_KEY_PURPOSE).newest]))
     entry, created = load_or_create_dev_data_key(settings.data_keys_file)
     log.warning(
@@ -95,4 +90,4 @@ def build_envelope(settings: Settings) -> Envelope:
     in production without ``AUTHKEEP_DATA_KEYS``."""
     if not has_data_keys(settings):
         raise DataKeysMissing("AUTHKEEP_DATA_KEYS is required in production")
-    return Envelope(build_data_box(settings, build_secret_ring(settings)))
+    return Envelope(build_data_box(settings))
