@@ -133,7 +133,12 @@ def serve(workers: int, env: dict[str, str]) -> Iterator[tuple[str, int]]:
         start_new_session=True,
     )
     try:
-        wait_ready(f"http://127.0.0.1:{port}/health", timeout=60)
+        try:
+            wait_ready(f"http://127.0.0.1:{port}/health", timeout=60)
+        except RuntimeError:
+            log.flush()
+            sys.stderr.write(Path(log.name).read_text()[-4000:])
+            raise
         yield f"http://127.0.0.1:{port}", proc.pid
     finally:
         stop_process(proc)
