@@ -141,7 +141,9 @@ async def test_limits_reads_and_writes_the_same_window(redis_available: str, pre
         assert [d.remaining for d in mine if d is not None] == [9, 8, 7]
         stats = await theirs.get_window_stats(item, "global", KEY)
         assert stats.remaining == 7
-        assert 0 < stats.reset_time - time.time() <= 60
+        # A sliding window's reset is when its oldest counted hit leaves it: at most a
+        # minute ahead, and possibly this very instant (hits made at a window boundary).
+        assert -1 < stats.reset_time - time.time() <= 60
         for _ in range(4):
             assert await theirs.hit(item, "global", KEY)
         after = await worker.hit_global(KEY)
