@@ -8,8 +8,8 @@ million ended sessions under a login load; ``authkeep audit verify`` over the wh
 
 The large database is ``--database`` (default ``authkeep_scale``), filled by
 ``bench/scale_seed.py`` (COPY) when it does not exist or with ``--seed``; it is kept between
-runs (seeding the full size takes a quarter of an hour). Its ended sessions are seeded again
-(``scale_seed.reseed_sessions``) when an earlier run purged them. The small one
+runs (seeding the full size takes a quarter of an hour). Its sessions are seeded again
+(``scale_seed.reseed_sessions``) first when an earlier run purged the ended ones. The small one
 (``authkeep_scale_empty``) is made afresh each run: migrated, 100 accounts and 1,000 audit rows
 (enough for a deep page). Both are migrated to head by ``authkeep migrate`` first.
 
@@ -151,6 +151,14 @@ def prepare(args: argparse.Namespace) -> None:
         print(f"seeded in {time.perf_counter() - started:.0f} s ({phases})")
     else:
         _authkeep(args.database, "migrate")
+        if purgeable(args.database) < args.expired * 0.9:
+            # An earlier run purged them: the comparison and the purge need them back.
+            print("re-seeding the sessions (an earlier run purged them)…", flush=True)
+            asyncio.run(
+                scale_seed.reseed_sessions(
+                    args.database, sessions=args.sessions, expired=args.expired
+                )
+            )
     scale_seed.create_and_migrate(EMPTY)
     asyncio.run(scale_seed.seed(EMPTY, users=100, sessions=0, expired=0, audit=1000, orgs=2))
 
@@ -257,11 +265,6 @@ def purgeable(database: str) -> int:
 
 
 def purge_under_load(args: argparse.Namespace) -> None:
-    if purgeable(args.database) < args.expired * 0.9:
-        print("re-seeding the sessions (an earlier run purged them)…", flush=True)
-        asyncio.run(
-            scale_seed.reseed_sessions(args.database, sessions=args.sessions, expired=args.expired)
-        )
     doomed = purgeable(args.database)
     shape = sizes(args.database)
     with serve(args.database) as base:
@@ -353,7 +356,11 @@ def verify(args: argparse.Namespace) -> None:
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     found = re.search(r"checked ([\d,]+) rows in ([\d.]+) s \(([\d,]+) rows/s\)", out)
-    print(f"3. authkeep audit verify over {rows:,} audit rows (one process, PostgreSQL)")
+    jobs = min(4, os.cpu_count() or 1)
+    print(
+        f"3. authkeep audit verify over {rows:,} audit rows (PostgreSQL; --jobs default: "
+        f"{jobs} process{'es' if jobs > 1 else ''})"
+    )
     if proc.returncode != 0 or found is None:
         print(f"FAILED (exit {proc.returncode}):\n{out[-2000:]}")
         return

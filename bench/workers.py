@@ -12,11 +12,11 @@ with one bearer token, the servers alternating within each round (as ``harness.a
 and each reporting its median run.
 
 Around every run the CPU is read from ``/proc``: the server's (utime + stime of every process
-of its group, master and workers), wrk's (``getrusage(RUSAGE_CHILDREN)``: it is this
-process's only child that ends during the run) and the whole machine's (``/proc/stat``, idle
-and iowait excluded). "Cores" is CPU seconds per second of run; wrk's share is its part of
-the machine's busy time. Whatever else was busy (PostgreSQL, Redis, other processes) is the
-machine's busy time minus the server's and wrk's. A machine with more cores gives more
+of its group, master and workers; also per request, "µs/req"), wrk's
+(``getrusage(RUSAGE_CHILDREN)``: it is this process's only child that ends during the run) and
+the whole machine's (``/proc/stat``, idle and iowait excluded). "Cores" is CPU seconds per
+second of run; wrk's share is its part of the machine's busy time; "other" is the rest of it:
+PostgreSQL, Redis, and whatever else the machine runs. A machine with more cores gives more
 throughput only while the server's cores are the ones that run out: when wrk's share is
 large, the load generator is part of what is measured.
 
@@ -134,7 +134,7 @@ def serve(workers: int, env: dict[str, str]) -> Iterator[tuple[str, int]]:
     )
     try:
         try:
-            wait_ready(f"http://127.0.0.1:{port}/health", timeout=60)
+            wait_ready(f"http://127.0.0.1:{port}/health", timeout=120)
         except RuntimeError:
             log.flush()
             sys.stderr.write(Path(log.name).read_text()[-4000:])
@@ -178,6 +178,9 @@ def main() -> None:
         "AUTHKEEP_REDIS_PREFIX": f"bench-workers-{uuid.uuid4().hex[:8]}:",
         "AUTHKEEP_LOG_LEVEL": "WARNING",
         "AUTHKEEP_TRUSTED_HOSTS": '["127.0.0.1", "localhost"]',
+        # Fourteen worker processes are up at once: with the default pool (10 + 10 overflow
+        # each) they would pass PostgreSQL's max_connections (100) and answer 503.
+        "AUTHKEEP_DATABASE_POOL_SIZE": "4",
     }
     try:
         subprocess.run(
@@ -221,7 +224,8 @@ def report(
     )
     print(
         f"{'limiter':11} {'workers':>7} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} "
-        f"{'server cores':>12} {'wrk cores':>9} {'wrk share':>9} {'busy cores':>10} {'vs 1':>6}"
+        f"{'server cores':>12} {'µs/req':>6} {'wrk cores':>9} {'wrk share':>9} "
+        f"{'other cores':>11} {'vs 1':>5}"
     )
     for limiter in LIMITER:
         single: float | None = None
@@ -231,12 +235,14 @@ def report(
             ]
             r = median.result
             single = single or r.requests_per_second
+            other = median.busy_cpu - median.server_cpu - median.wrk_cpu
             print(
                 f"{limiter:11} {n:7d} {r.requests_per_second:8,.0f} {r.p50_ms:7.2f} "
                 f"{r.p99_ms:7.2f} {r.errors:6d} {median.cores(median.server_cpu):12.2f} "
+                f"{1e6 * median.server_cpu / max(r.requests, 1):6.0f} "
                 f"{median.cores(median.wrk_cpu):9.2f} "
                 f"{median.wrk_cpu / median.busy_cpu if median.busy_cpu else 0:9.0%} "
-                f"{median.cores(median.busy_cpu):10.2f} {r.requests_per_second / single:6.2f}"
+                f"{median.cores(other):11.2f} {r.requests_per_second / single:5.2f}"
             )
         one = runs.get((limiter, 1))
         two = runs.get((limiter, 2))
@@ -244,7 +250,11 @@ def report(
             rate = {n: sorted(m.requests_per_second for m in runs[(limiter, n)]) for n in (1, 2)}
             slower = rate[2][len(rate[2]) // 2] < rate[1][len(rate[1]) // 2]
             if slower:
-                print(f"{limiter}: 2 workers were SLOWER than 1 (median runs)")
+                busy = sorted(m.cores(m.busy_cpu) for m in one)[len(one) // 2]
+                print(
+                    f"{limiter}: 2 workers were SLOWER than 1 (median runs; the machine was "
+                    f"busy {busy:.1f} of {os.cpu_count()} cores during the 1-worker runs)"
+                )
 
 
 if __name__ == "__main__":

@@ -110,6 +110,12 @@ async def test_a_purge_of_many_batches_removes_everything_ended_and_nothing_live
     # Issue 18: the purge of a million ended sessions runs in short transactions of
     # PURGE_BATCH rows; here ten batches and more, every kind of row interleaved.
     monkeypatch.setattr(sessions_module, "PURGE_BATCH", 40)
+    rests: list[float] = []
+
+    async def rest(seconds: float) -> None:
+        rests.append(seconds)
+
+    monkeypatch.setattr(sessions_module, "_rest", rest)
     user_id = uuid.UUID((await register(client))["id"])
     real = await login(client)
     now = utcnow()
@@ -172,6 +178,10 @@ async def test_a_purge_of_many_batches_removes_everything_ended_and_nothing_live
     assert purged == (len(doomed), len(tokens) - len(kept_tokens))
     assert len(doomed) > 5 * 40  # many batches of sessions, and of expired tokens alone
     assert purged[1] - len(doomed) > 40
+    # A rest after every full batch (as long as the batch took: PURGE_PAUSE 1), none after
+    # the last: the purge leaves the database to the logins half of the time.
+    assert len(rests) >= len(doomed) // 40
+    assert all(seconds > 0 for seconds in rests)
     assert await session_ids(app) == {s["id"] for s in sessions} - doomed | {sid_of(real)}
     left = {row["jti"] for row in await rows(app, "SELECT jti FROM refresh_tokens")}
     assert left - kept_tokens == {t["jti"] for t in await family(app, str(sid_of(real)))}

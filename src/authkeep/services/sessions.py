@@ -14,8 +14,10 @@ clear.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -48,6 +50,13 @@ Gate = Callable[[UserRecord, RequestInfo], Awaitable[None]]
 SecondStep = Callable[[UserRecord, RequestInfo], Awaitable["MfaPending"]]
 
 PURGE_BATCH = 1000
+PURGE_PAUSE = 1.0
+"""How long :meth:`Sessions.purge` rests after each batch, as a multiple of the batch's time."""
+
+
+async def _rest(seconds: float) -> None:
+    # Between two purge batches; a module function so that a test can count the rests.
+    await asyncio.sleep(seconds)
 
 
 def agent_digest(user_agent: str | None) -> str:
@@ -469,11 +478,15 @@ class Sessions:
 
         Safe while serving: only rows no request can still use go, in batches of
         ``PURGE_BATCH`` rows per transaction, so no writer (SQLite has one at a time) waits
-        long behind a purge."""
+        long behind a purge. After each batch it pauses ``PURGE_PAUSE`` times as long as the
+        batch took: a million ended sessions kept the database busy enough to halve the
+        logins of a 2-core machine (issue 18, ``bench/scale.py``); the daily job may take
+        twice as long instead."""
         now = utcnow()
         ended_before = now - self._codec.access_ttl - timedelta(seconds=self._codec.leeway)
         sessions = tokens = 0
         while True:
+            started = time.monotonic()
             async with self._db.transaction() as conn:
                 ended, expired, cascaded = await session_rows.purge_batch(
                     conn, now=now, ended_before=ended_before, limit=PURGE_BATCH
@@ -482,3 +495,4 @@ class Sessions:
             tokens += expired + cascaded
             if ended < PURGE_BATCH and expired < PURGE_BATCH:
                 return sessions, tokens
+            await _rest((time.monotonic() - started) * PURGE_PAUSE)
