@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import time_machine
 from fastapi import FastAPI
 from sqlalchemy import select
@@ -223,3 +224,27 @@ async def test_dead_single_use_rows_are_purged(
             assert report.dead_rows == counts
             for table in tables:
                 assert await rows(m.app, f"SELECT id FROM {table}") == []
+
+
+async def test_the_last_use_of_every_account_is_folded_across_batches(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Batches of two over five accounts: the keyset must reach every one of them once.
+    from authkeep.services.privacy import retention
+
+    monkeypatch.setattr(retention, "BATCH", 2)
+    with time_machine.travel(START, tick=False) as clock:
+        async with mail_app(make_settings, tmp_path, inactive_account_days=DAYS) as m:
+            people = [await sign_up(m.http, f"user{n}@example.com") for n in range(5)]
+            clock.shift(timedelta(days=3))
+            for person in people:
+                await login(m.http, person.email, PASSWORD)
+            services = authkeep_of(m.app).services
+            assert await services.retention.fold_activity() == 5
+            assert await services.retention.fold_activity() == 0  # nothing newer: no writes
+            async with services.db.reading() as conn:
+                seen = (await conn.execute(select(User.last_active_at))).scalars().all()
+            assert len(seen) == 5
+            assert {at.replace(tzinfo=UTC) if at.tzinfo is None else at for at in seen} == {
+                START + timedelta(days=3)
+            }

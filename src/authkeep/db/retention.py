@@ -34,25 +34,37 @@ last_active = func.coalesce(User.last_active_at, User.created_at)
 """When an account was last known to be used (its creation, for one never used)."""
 
 
-async def fold_session_activity(conn: AsyncConnection, *, limit: int) -> int:
+async def fold_session_activity(
+    conn: AsyncConnection, *, limit: int, after: uuid.UUID | None = None
+) -> tuple[int, uuid.UUID | None]:
     """Move ``users.last_active_at`` forward to the newest use of each account's sessions,
-    for at most ``limit`` accounts whose sessions know of a newer use; returns how many."""
-    newest = (
+    for the next ``limit`` accounts with sessions after ``after`` in id order (a keyset on
+    the sessions' ``user_id`` index: each batch reads only its own accounts' sessions, so a
+    whole pass is linear in the table). Returns how many accounts moved and where the next
+    batch starts (None: the pass is complete)."""
+    groups = (
         select(AuthSession.user_id, func.max(AuthSession.last_used_at).label("at"))
         .group_by(AuthSession.user_id)
-        .subquery()
+        .order_by(AuthSession.user_id)
+        .limit(limit)
     )
+    if after is not None:
+        groups = groups.where(AuthSession.user_id > after)
+    newest = groups.subquery()
     rows = (
         await conn.execute(
-            select(newest.c.user_id, newest.c.at)
-            .join(User, User.id == newest.c.user_id)
-            .where(newest.c.at > last_active)
-            .limit(limit)
+            # Outer join: sessions of an account erased meanwhile still count for the keyset.
+            select(newest.c.user_id, newest.c.at, (newest.c.at > last_active).label("newer"))
+            .outerjoin(User, User.id == newest.c.user_id)
+            .order_by(newest.c.user_id)
         )
     ).all()
-    for user_id, at in rows:
-        await touch(conn, user_id, at)
-    return len(rows)
+    moved = 0
+    for user_id, at, newer in rows:
+        if newer:
+            await touch(conn, user_id, at)
+            moved += 1
+    return moved, (rows[-1][0] if len(rows) == limit else None)
 
 
 async def touch(conn: AsyncConnection, user_id: uuid.UUID, at: datetime) -> None:

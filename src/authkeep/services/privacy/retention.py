@@ -87,11 +87,14 @@ class Retention:
         """Copy the sessions' newest use into ``users.last_active_at`` (before the session
         purge deletes them); returns how many accounts moved."""
         moved = 0
+        after: uuid.UUID | None = None
         while True:
             async with self._db.transaction() as conn:
-                done = await retention_rows.fold_session_activity(conn, limit=BATCH)
+                done, after = await retention_rows.fold_session_activity(
+                    conn, limit=BATCH, after=after
+                )
             moved += done
-            if done < BATCH:
+            if after is None:
                 return moved
 
     async def run(self, now: datetime | None = None) -> RetentionRun:
