@@ -49,6 +49,41 @@ def valid_email(raw: str) -> str:
         raise FieldError("email", str(exc)) from None
 
 
+async def confirm_password(
+    db: Database,
+    hasher: PasswordHasher,
+    audit: AuditLog,
+    user: UserRecord,
+    password: str,
+    *,
+    action: Action,
+    info: RequestInfo | None,
+    field: str = "password",
+    detail: str = "Password is incorrect",
+    reason: str = "bad_password",
+) -> None:
+    """Check the signed-in ``user``'s own ``password`` before a sensitive change: a stolen
+    access token is not enough to take the account over or destroy it, and the attempt is
+    worth seeing — a wrong one is audited as a failed ``action`` and refused with
+    :class:`FieldError` on ``field``."""
+    async with db.reading() as conn:
+        stored_hash = await user_rows.get_password_hash(conn, user.id)
+    if (await hasher.verify(password, stored_hash)).ok:
+        return
+    await audit.record_alone(
+        AuditEvent(
+            action,
+            "failure",
+            actor=Actor(user.id),
+            entity_type="user",
+            entity_id=user.id,
+            details={"reason": reason},
+        ),
+        info,
+    )
+    raise FieldError(field, detail)
+
+
 class Accounts:
     """Use cases on accounts. ``publish`` spreads session revocations to every worker;
     ``users_changed`` invalidates every worker's cached copy of a user whose status changed;
@@ -208,24 +243,18 @@ class Accounts:
         info: RequestInfo | None = None,
     ) -> None:
         """Replace the password and end every session but ``keep_session``."""
-        async with self._db.reading() as conn:
-            stored_hash = await user_rows.get_password_hash(conn, user.id)
-        result = await self._hasher.verify(current_password, stored_hash)
-        if not result.ok:
-            # A stolen access token is not enough to take the account over; the attempt is
-            # worth seeing.
-            await self._audit.record_alone(
-                AuditEvent(
-                    Action.PASSWORD_CHANGED,
-                    "failure",
-                    actor=Actor(user.id),
-                    entity_type="user",
-                    entity_id=user.id,
-                    details={"reason": "bad_current_password"},
-                ),
-                info,
-            )
-            raise FieldError("current_password", "Current password is incorrect")
+        await confirm_password(
+            self._db,
+            self._hasher,
+            self._audit,
+            user,
+            current_password,
+            action=Action.PASSWORD_CHANGED,
+            info=info,
+            field="current_password",
+            detail="Current password is incorrect",
+            reason="bad_current_password",
+        )
         await self.valid_password(
             new_password, email=user.email, full_name=user.full_name, field="new_password"
         )

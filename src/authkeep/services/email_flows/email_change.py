@@ -21,7 +21,7 @@ from authkeep.db.users import UserRecord
 from authkeep.errors import Conflict, EmailTokenUnusable
 from authkeep.security.emails import email_key
 from authkeep.security.passwords import PasswordHasher
-from authkeep.services.accounts import FieldError, valid_email
+from authkeep.services.accounts import FieldError, confirm_password, valid_email
 from authkeep.services.audit import Action, Actor, AuditEvent, AuditLog
 from authkeep.services.context import RequestInfo
 from authkeep.services.email_flows.config import EmailFlowConfig
@@ -80,21 +80,15 @@ class EmailChange:
         new_key = email_key(new)
         if new_key == email_key(user.email):
             raise FieldError("new_email", "This is already your email address")
-        async with self._db.reading() as conn:
-            stored_hash = await user_rows.get_password_hash(conn, user.id)
-        if not (await self._hasher.verify(password, stored_hash)).ok:
-            await self._audit.record_alone(
-                AuditEvent(
-                    Action.EMAIL_CHANGE_REQUESTED,
-                    "failure",
-                    actor=Actor(user.id),
-                    entity_type="user",
-                    entity_id=user.id,
-                    details={"reason": "bad_password"},
-                ),
-                info,
-            )
-            raise FieldError("password", "Password is incorrect")
+        await confirm_password(
+            self._db,
+            self._hasher,
+            self._audit,
+            user,
+            password,
+            action=Action.EMAIL_CHANGE_REQUESTED,
+            info=info,
+        )
         mail = await self._limits.admit(new_key, info.ip if info else None, report)
         token = self._tokens.issue()
         now = utcnow()

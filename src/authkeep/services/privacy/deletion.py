@@ -35,7 +35,7 @@ from authkeep.db.users import UserRecord
 from authkeep.errors import Conflict, EmailTokenUnusable, NotFound, SoleAdmin
 from authkeep.security.envelope import Envelope
 from authkeep.security.passwords import PasswordHasher
-from authkeep.services.accounts import FieldError
+from authkeep.services.accounts import confirm_password
 from authkeep.services.audit import SYSTEM, Action, Actor, AuditEvent, AuditLog
 from authkeep.services.authn import Principal
 from authkeep.services.context import RequestInfo
@@ -131,23 +131,16 @@ class AccountDeletion:
         recent). FieldError on ``password`` for a wrong one (audited); SoleAdmin when the
         account is the only admin of organizations with other members. A deletion already
         pending is answered again, unchanged (two requests racing: one schedules it)."""
-        async with self._db.reading() as conn:
-            stored_hash = await user_rows.get_password_hash(conn, user.id)
-        if not (await self._hasher.verify(password, stored_hash)).ok:
-            # A stolen access token is not enough to destroy the account; the attempt is
-            # worth seeing.
-            await self._audit.record_alone(
-                AuditEvent(
-                    Action.USER_DELETION_REQUESTED,
-                    "failure",
-                    actor=Actor(user.id),
-                    entity_type="user",
-                    entity_id=user.id,
-                    details={"reason": "bad_password"},
-                ),
-                info,
-            )
-            raise FieldError("password", BAD_PASSWORD)
+        await confirm_password(
+            self._db,
+            self._hasher,
+            self._audit,
+            user,
+            password,
+            action=Action.USER_DELETION_REQUESTED,
+            info=info,
+            detail=BAD_PASSWORD,
+        )
         return await self._schedule(user.id, "self", actor=Actor(user.id), info=info)
 
     async def schedule_inactive(self, user_id: uuid.UUID, inactive_days: int) -> bool:
