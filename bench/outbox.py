@@ -201,7 +201,7 @@ async def _enqueue(database_url: str, messages: int) -> float:
 
 @dataclass(frozen=True)
 class Delivered:
-    """One delivery run."""
+    """One delivery run (of emails here, of webhook events in bench/webhooks.py)."""
 
     workers: int
     messages: int

@@ -55,7 +55,7 @@ from harness import (
     uvicorn_command,
     wrk,
 )
-from outbox import clean_env, database, workers
+from outbox import Delivered, clean_env, database, workers
 from webhook_sink import SinkStats, stats
 
 BENCH = Path(__file__).resolve().parent
@@ -164,20 +164,6 @@ async def _commit_events(database_url: str, count: int) -> float:
         return time.monotonic()
     finally:
         await db.close()
-
-
-@dataclass(frozen=True)
-class Delivered:
-    """One delivery run."""
-
-    workers: int
-    events: int
-    seconds: float
-    duplicates: int
-
-    @property
-    def rate(self) -> float:
-        return self.events / self.seconds
 
 
 def deliver(count: int, database_url: str, sink_port: int, events: int, workdir: Path) -> Delivered:
