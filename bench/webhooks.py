@@ -7,20 +7,22 @@ delivery; it counts requests and distinct ``webhook-id`` headers, so a duplicate
 
 1. **Delivery throughput.** One platform endpoint (every event) points at the receiver.
    ``--events`` audited changes are committed in one transaction into a fresh PostgreSQL
-   database — each becomes an event, fanned out by a worker into a delivery, posted, signed —
-   and 1 or 4 ``authkeep worker`` processes, started beforehand and idle (polling every
+   database — each becomes an event (read from its audit row by a worker), fanned out into a
+   delivery, posted, signed — and 1 or 4 ``authkeep worker`` processes, started beforehand and idle (polling every
    0.1 s), deliver them; events/s = events ÷ (arrival of the last one − the commit). The two
    worker counts alternate within each of ``--rounds`` rounds; the median is reported.
 2. **Writing events on the audited write path, in the database.** ``--writes`` sequential
    transactions, each a one-row change and its audit row (a password change: an event of the
    catalogue), on one connection, three ways: no audit row, audit row without events
-   (``AUTHKEEP_WEBHOOKS_ENABLED=false``), audit row with its event (the default). On
-   PostgreSQL the event rides on the audit row's pending insert and the COMMIT trigger writes
-   it into the outbox: no extra round trip. Ways alternate within rounds; medians.
+   (``AUTHKEEP_WEBHOOKS_ENABLED=false``), audit row with its event (the default). The event
+   is read from the audit row after the commit (``authkeep.services.webhooks.source``): the
+   change itself writes nothing more, and what is left on its path is the catalogue look-up
+   and a wake-up of the local worker after the commit. The reading is a worker's work,
+   priced by item 1. Ways alternate within rounds; medians.
 3. **The same over HTTP.** wrk creates API keys (``POST /api/v1/api-keys``: an audited
    change, ``api_key.created``, no password hashing) against two servers, webhooks on and
-   off, each its own database, no outbox worker (only the writing is priced), one uvicorn
-   worker each; servers alternate within rounds.
+   off, each its own database, no outbox worker (only the write path is priced), one
+   uvicorn worker each; servers alternate within rounds.
 
 Target: events add at most 5 % on top of the audit log. Everything — PostgreSQL, workers,
 receiver, wrk — shares this machine's cores, and the machine is shared: read the spread.

@@ -241,14 +241,30 @@ async def platform_admin(app: Any, http: Any) -> tuple[Any, dict[str, str]]:
 
 
 async def webhooks_settled(db: Any) -> bool:
-    """Whether every webhook message (events, deliveries) of the outbox is sent or dead.
-    Fan-out queues the deliveries before it settles the event, so this cannot be true
-    between the two."""
+    """Whether every audit row with events was read and every webhook message (events,
+    deliveries) of the outbox is sent or dead. The reader queues an event before it moves
+    past its row, and fan-out queues the deliveries before it settles the event, so this
+    cannot be true between two of these steps."""
     from sqlalchemy import select
 
-    from authkeep.db.models import OutboxMessage
+    from authkeep.db import event_source
+    from authkeep.db.models import AuditEntry, MaintenancePosition, OutboxMessage
+    from authkeep.services.webhooks import SOURCES
 
     async with db.reading() as conn:
+        stored = (
+            await conn.execute(
+                select(MaintenancePosition.position).where(
+                    MaintenancePosition.job == event_source.JOB
+                )
+            )
+        ).scalar_one_or_none()
+        read = event_source.Position.parse(stored).after if stored else 0
+        unread = await conn.execute(
+            select(AuditEntry.action, AuditEntry.outcome).where(AuditEntry.id > read)
+        )
+        if any(tuple(row) in SOURCES for row in unread):
+            return False
         rows = await conn.execute(
             select(OutboxMessage.status).where(OutboxMessage.kind.like("webhook.%"))
         )

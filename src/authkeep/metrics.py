@@ -45,6 +45,7 @@ __all__ = [
     "STEP_UPS",
     "STEP_UP_REQUIRED",
     "WEBHOOK_DELIVERIES",
+    "WEBHOOK_EVENT_GAPS",
     "observe_request",
     "render",
 ]
@@ -112,6 +113,12 @@ WEBHOOK_DELIVERIES = Counter(
     "(410: the endpoint is disabled), timeout, refused (the address is not allowed), "
     "connection_error, cancelled (the endpoint was disabled meanwhile).",
     ["outcome"],
+)
+WEBHOOK_EVENT_GAPS = Counter(
+    "authkeep_webhook_event_gaps_total",
+    "Audit ids the webhook event reader passed after waiting the grace for them (an id drawn "
+    "by a commit that then failed). Anything else here is worth a look: a row committed after "
+    "the grace would have no event.",
 )
 PASSKEY_CEREMONIES = Counter(
     "authkeep_passkey_ceremonies_total",

@@ -1,12 +1,15 @@
-"""Webhook events: every catalogue entry is written with the audited change that causes it,
-carries the audit row's sequence number and hash, matches its documented JSON schema, and
-is fanned out once per endpoint — on SQLite and on PostgreSQL (where the audit row, and so
-the event, is written by the trigger at COMMIT)."""
+"""Webhook events: every catalogue entry becomes its events once the audited change that
+causes it committed (read from its audit row: the change writes nothing more), carries the
+audit row's sequence number and hash, matches its documented JSON schema, and is fanned out
+once per endpoint — on SQLite and on PostgreSQL (where the audit row is written by the
+trigger at COMMIT)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ import jsonschema
 import pytest
 from sqlalchemy import select
 
+from authkeep.db import event_source
 from authkeep.db import orgs as org_rows
 from authkeep.db import users as user_rows
 from authkeep.db import webhooks as webhook_rows
@@ -26,6 +30,7 @@ from authkeep.services.audit import Action, Actor, AuditEvent, AuditLog
 from authkeep.services.outbox import Outbox
 from authkeep.services.webhooks import EVENT_TYPES, SOURCES, TEST_EVENT, FanOutHandler
 from authkeep.services.webhooks.events import EVENT_KIND, WebhookEvents, event_body, timestamp
+from authkeep.services.webhooks.source import AuditEventSource, event_id
 from helpers import envelope_for_tests
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -183,12 +188,21 @@ def test_every_event_type_is_documented_with_its_schema() -> None:
             assert f"`{field}`" in page, (name, field)
 
 
-async def _events(db: Database) -> list[dict[str, Any]]:
+async def _queued(db: Database) -> list[dict[str, Any]]:
+    """The ``webhook.event`` messages in the outbox, as they are now."""
     async with db.reading() as conn:
         found = await conn.execute(
             select(OutboxMessage.payload).where(OutboxMessage.kind == EVENT_KIND)
         )
         return [dict(row[0]) for row in found]
+
+
+async def _events(db: Database) -> list[dict[str, Any]]:
+    """The events of everything committed so far: a worker's reader run to the end."""
+    source = AuditEventSource(db, Outbox())
+    while await source.pump():
+        pass
+    return await _queued(db)
 
 
 async def _audit_rows(db: Database) -> dict[int, Any]:
@@ -263,10 +277,14 @@ async def test_changes_outside_the_catalogue_and_failures_are_no_events(db: Data
     assert len(await _audit_rows(db)) == 2
 
 
-async def test_webhooks_off_writes_no_event(db: Database) -> None:
+async def test_webhooks_off_makes_no_event_and_on_again_starts_from_then(db: Database) -> None:
     audit = AuditLog(db, events=WebhookEvents(Outbox(), enabled=False))
     await audit.record_alone(SAMPLES[(Action.USER_REGISTERED, "success")])  # type: ignore[index]
-    assert await _events(db) == []
+    assert await AuditEventSource(db, Outbox(), enabled=False).pump() == 0
+    assert await _queued(db) == []
+    # Switched on again: what happened while they were off is not sent now.
+    await audit.record_alone(SAMPLES[(Action.EMAIL_VERIFIED, "success")])  # type: ignore[index]
+    assert [event["type"] for event in await _events(db)] == ["user.email_verified"]
 
 
 async def test_the_audit_log_off_still_writes_the_event_without_a_reference(
@@ -394,3 +412,105 @@ def make_org() -> Callable[..., Any]:
         return org.id
 
     return make
+
+
+async def test_an_audited_change_writes_its_audit_row_and_nothing_more(db: Database) -> None:
+    # The events cost the audited request nothing: they are read from the row afterwards.
+    audit = AuditLog(db, events=WebhookEvents(Outbox()))
+    async with db.transaction() as conn:
+        await audit.record(conn, SAMPLES[(Action.API_KEY_CREATED, "success")])  # type: ignore[index]
+    assert await _queued(db) == []
+    assert len(await _audit_rows(db)) == 1
+    assert [event["type"] for event in await _events(db)] == ["api_key.created"]
+
+
+async def test_event_ids_come_from_the_audit_row_so_every_reader_derives_the_same(
+    db: Database,
+) -> None:
+    audit = AuditLog(db, events=WebhookEvents(Outbox()))
+    await audit.record_alone(SAMPLES[(Action.INVITATION_ACCEPTED, "success")])  # type: ignore[index]
+    [first, second] = await _events(db)
+    [seq] = await _audit_rows(db)
+    assert (first["id"], second["id"]) == (str(event_id(seq, 0)), str(event_id(seq, 1)))
+    assert len({first["id"], second["id"], str(event_id(seq + 1, 0))}) == 3
+
+
+async def test_readers_in_parallel_queue_each_event_once(db: Database) -> None:
+    audit = AuditLog(db, events=WebhookEvents(Outbox()))
+    for _ in range(30):
+        await audit.record_alone(SAMPLES[(Action.USER_REGISTERED, "success")])  # type: ignore[index]
+    # Four workers' readers at once, in small batches: the cursor row lets one through at a
+    # time (the others pass), and each row's events are queued once.
+    readers = [AuditEventSource(db, Outbox(), batch_size=7) for _ in range(4)]
+    for _ in range(10):
+        await asyncio.gather(*(reader.pump() for reader in readers))
+    events = await _queued(db)
+    assert len(events) == 30
+    assert len({event["id"] for event in events}) == 30
+    assert sorted(event["audit"]["seq"] for event in events) == sorted(await _audit_rows(db))
+
+
+async def test_a_reader_that_fails_before_its_commit_changes_nothing(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    audit = AuditLog(db, events=WebhookEvents(Outbox()))
+    await audit.record_alone(SAMPLES[(Action.USER_REGISTERED, "success")])  # type: ignore[index]
+
+    async def crash(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionResetError("the database went away mid-batch")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(webhook_rows, "insert_events", crash)
+        with pytest.raises(ConnectionResetError):
+            await AuditEventSource(db, Outbox()).pump()
+    assert await _queued(db) == []
+    # The next reader starts from the same row: the event is not lost.
+    assert [event["type"] for event in await _events(db)] == ["user.created"]
+
+
+def _row(seq: int) -> event_source.AuditRow:
+    event = SAMPLES[(Action.USER_REGISTERED, "success")]  # type: ignore[index]
+    return event_source.AuditRow(
+        id=seq,
+        at=utcnow(),
+        hash=f"{seq:064x}",
+        org_id=None,
+        actor_user_id=USER,
+        actor_api_key_id=None,
+        action=str(event.action),
+        outcome=event.outcome,
+        entity_type=event.entity_type,
+        entity_id=str(event.entity_id),
+        details={},
+    )
+
+
+def test_the_reader_waits_at_a_gap_and_passes_it_only_after_the_grace() -> None:
+    # On PostgreSQL ids are drawn at COMMIT: 12 may be visible before 11 commits. Passing
+    # 11 at once would lose its event; waiting for ever would stop every event after it.
+    now = [utcnow()]
+    source = AuditEventSource(None, Outbox(), gap_grace=timedelta(seconds=60), clock=lambda: now[0])  # type: ignore[arg-type]
+    events: list[dict[str, Any]] = []
+    start = event_source.Position(10)
+    at_gap = source.advance(start, [_row(12), _row(13)], events)
+    assert at_gap == event_source.Position(10, now[0])
+    assert events == []
+    # 11 committed meanwhile: read in order, the wait forgotten.
+    assert source.advance(at_gap, [_row(11), _row(12)], events) == event_source.Position(12)
+    assert [e["audit"]["seq"] for e in events] == [11, 12]
+    # A gap that stays (an id drawn by a commit that then failed): still waited for inside
+    # the grace, passed after it.
+    events.clear()
+    waiting = source.advance(event_source.Position(12), [_row(14)], events)
+    now[0] += timedelta(seconds=59)
+    assert source.advance(waiting, [_row(14)], events) == waiting
+    now[0] += timedelta(seconds=2)
+    assert source.advance(waiting, [_row(14)], events) == event_source.Position(14)
+    assert [e["audit"]["seq"] for e in events] == [14]
+
+
+def test_the_position_reads_back_as_written() -> None:
+    moment = utcnow()
+    for position in (event_source.Position(0), event_source.Position(41, moment)):
+        assert event_source.Position.parse(position.text()) == position
+    assert event_source.Position.parse("17") == event_source.Position(17)

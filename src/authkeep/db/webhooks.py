@@ -8,13 +8,12 @@ role — which platform rows a caller may see is the service's rule (platform ad
 the API-key lookup policy. Every query here still names its scope (:func:`_scope`): that is
 the only guard on SQLite.
 
-**Events and their audit rows.** An audited change's webhook events are outbox rows written
-in its transaction: by the audit row's own statement
-(``authkeep.db.audit.append_at_commit``), or by :func:`insert_events` when the audit log is
-off. The audit row's id and hash exist only once it joined its chain (at COMMIT on
-PostgreSQL, under the chain's lock, which no event work lengthens), so each event keeps the
-row's content digest — known before, recomputable from the stored row — and fan-out finds
-the committed row by it (:func:`audit_reference`).
+**Events and their audit rows.** An audited change's webhook events are read from its
+committed audit row by a worker (``authkeep.services.webhooks.source``), which queues them
+as ``webhook.event`` outbox rows (:func:`insert_events`) with the row's id and hash; with
+the audit log off they are written in the change's own transaction. Events queued by an
+earlier version kept the row's content digest instead, and fan-out finds their row by it
+(:func:`audit_reference`).
 
 **Sealed payloads.** Events (outbox rows) and deliveries' bodies are stored sealed with the
 master data-key ring, each bound to its own row (``authkeep.db.outbox.seal_payload``): an
@@ -598,22 +597,22 @@ async def insert_events(
                 )
             )
         return
-    # Straight to the driver, as the audit row is: this runs on every audited change that
-    # is an event. SQLAlchemy sends BEGIN with its own first statement: were this the first,
+    # Straight to the driver, in one batch (a reader of the audit log queues up to a few
+    # hundred at once). SQLAlchemy sends BEGIN with its own first statement: were this the first,
     # it would commit on its own, outside the change's transaction.
     raw = await conn.get_raw_connection()
     driver = raw.driver_connection
     if not driver.is_in_transaction():  # type: ignore[union-attr]
         await conn.exec_driver_sql("SELECT 1")
-    for event in events:
-        event_id = uuid.UUID(str(event["id"]))
-        await driver.execute(  # type: ignore[union-attr]
-            _EVENT_INSERT,
-            event_id,
+    ids = [uuid.UUID(str(event["id"])) for event in events]
+    await driver.executemany(  # type: ignore[union-attr]
+        _EVENT_INSERT,
+        [
             # The connection's jsonb codec takes JSON text.
-            json.dumps(seal_payload(envelope, event_id, event), allow_nan=False),
-            now,
-        )
+            (event_id, json.dumps(seal_payload(envelope, event_id, event), allow_nan=False), now)
+            for event_id, event in zip(ids, events, strict=True)
+        ],
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -201,15 +201,17 @@ class EventHook(Protocol):
         ``id``."""
         ...
 
+    def wants(self, event: AuditEvent) -> bool:
+        """Whether ``event`` causes events (a dictionary look-up, nothing built)."""
+        ...
+
     async def write(self, conn: AsyncConnection, events: list[dict[str, Any]]) -> None:
         """Write ``events`` on ``conn``, in its open transaction (the audit log off)."""
         ...
 
-    def queue(
-        self, conn: AsyncConnection, events: list[dict[str, Any]]
-    ) -> list[audit_rows.QueuedMessage]:
-        """``events`` as outbox rows that the audit row's own statement writes, counted
-        once ``conn``'s transaction commits."""
+    def announce(self, conn: AsyncConnection) -> None:
+        """An audit row with events is being written on ``conn``: wake the readers of the
+        log once its transaction commits."""
         ...
 
 
@@ -270,51 +272,50 @@ class AuditLog:
     ) -> None:
         """Write ``event`` in ``conn``'s transaction: it commits, or rolls back, with the
         change it describes (on PostgreSQL it joins its hash chain during the commit)."""
-        await self._append(conn, event, info, self._events_for(event))
+        await self._append(conn, event, info)
 
     async def record_alone(self, event: AuditEvent, info: RequestInfo | None = None) -> None:
         """Write ``event`` in a transaction of its own (an event without a change)."""
-        events = self._events_for(event)
-        if not self._enabled and not events:
+        if not self._enabled and (self._events is None or not self._events.wants(event)):
             return
         async with self._db.transaction() as conn:
-            await self._append(conn, event, info, events, alone=True)
+            await self._append(conn, event, info, alone=True)
 
-    def _events_for(self, event: AuditEvent) -> list[dict[str, Any]]:
-        return self._events.events_for(event) if self._events is not None else []
+    async def prepare(
+        self, conn: AsyncConnection, event: AuditEvent, info: RequestInfo | None = None
+    ) -> audit_rows.NewEntry | None:
+        """:meth:`record` for a caller whose own statement writes the row together with
+        the change it describes (PostgreSQL: :func:`authkeep.db.audit.pending_insert_sql`,
+        as :func:`authkeep.db.sessions.open_session` does): the row exactly as
+        :meth:`record` would write it, its address sealed; its events are announced once
+        ``conn``'s transaction commits. None when there is no row to write (the audit log
+        off: the events, if any, are then already written on ``conn``, in a transaction
+        it opened for them)."""
+        entry = self.entry(event, info)
+        if self._enabled:
+            # Sealed before the row's content digest is taken: the chain covers the address
+            # as stored.
+            entry = await audit_ips.seal(conn, self._envelope, entry)
+        if self._events is not None and self._events.wants(event):
+            if not self._enabled:
+                await self._events.write(conn, self._events.events_for(event))
+                return None
+            # Nothing more to write: the events are read from this row once it committed
+            # (authkeep.services.webhooks.source), which holds all they need.
+            self._events.announce(conn)
+        return entry if self._enabled else None
 
     async def _append(
         self,
         conn: AsyncConnection,
         event: AuditEvent,
         info: RequestInfo | None,
-        events: list[dict[str, Any]],
         *,
         alone: bool = False,
     ) -> None:
-        entry = self.entry(event, info)
-        if self._enabled:
-            # Sealed before the content digest below: the chain (and an event's reference
-            # to its row) covers the address as stored.
-            entry = await audit_ips.seal(conn, self._envelope, entry)
-        messages: list[audit_rows.QueuedMessage] = []
-        digest = None
-        if events and self._events is not None:
-            # Outside the chain's lock (taken at COMMIT on PostgreSQL), where the row's id
-            # and hash do not exist yet: each event keeps the row's content digest, which
-            # finds the committed row (authkeep.db.webhooks.audit_reference).
-            digest = audit_rows.content_digest(entry) if self._enabled else None
-            for found in events:
-                found["source"] = {**found.get("source", {}), "digest": digest}
-            if not self._enabled:
-                await self._events.write(conn, events)
-                return
-            # Written by the audit row's own statement: no round trip of their own.
-            messages = self._events.queue(conn, events)
-        if self._enabled:
-            await audit_rows.append_at_commit(
-                conn, entry, alone=alone, messages=messages, digest=digest
-            )
+        entry = await self.prepare(conn, event, info)
+        if entry is not None:
+            await audit_rows.append_at_commit(conn, entry, alone=alone)
 
     async def record_quietly(self, event: AuditEvent, info: RequestInfo | None = None) -> None:
         """:meth:`record_alone`, but a failure is logged and counted instead of raised."""

@@ -26,6 +26,7 @@ from authkeep.services.outbox import Backoff, HandlerRegistry, Outbox, OutboxWor
 from authkeep.services.webhooks import (
     DELIVERY_KIND,
     EVENT_KIND,
+    AuditEventSource,
     FanOutHandler,
     WebhookConfig,
     WebhookEvents,
@@ -152,6 +153,9 @@ def build_delivery(
         ),
     )
     delivery = Delivery(outbox, mailer, handlers, worker, events, webhooks)
+    # Events come from the audit log, read by every worker's cycle (one at a time); a worker
+    # without the data keys queues them for one that has them, as it does mail.
+    handlers.add_source(AuditEventSource(db, outbox, enabled=webhooks.enabled).pump)
     if data_box is not None:
         client = webhook_client or guarded_client(webhooks.policy, timeout=webhooks.timeout_seconds)
         delivery.closers.append(client.aclose)

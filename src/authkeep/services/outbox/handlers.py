@@ -7,7 +7,7 @@ payload of an email holds single-use links, which must not outlive their deliver
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from authkeep.db.outbox import ClaimedMessage
@@ -42,6 +42,18 @@ class HandlerRegistry(Mapping[str, Handler]):
 
     def __init__(self, handlers: Mapping[str, Handler] | None = None) -> None:
         self._handlers: dict[str, Handler] = dict(handlers or {})
+        self._sources: list[Callable[[], Awaitable[int]]] = []
+
+    def add_source(self, source: Callable[[], Awaitable[int]]) -> None:
+        """Have every worker of this registry call ``source`` at the start of each cycle:
+        something that queues messages from elsewhere (the webhook events of the audit log)
+        and returns how many it queued."""
+        self._sources.append(source)
+
+    @property
+    def sources(self) -> Sequence[Callable[[], Awaitable[int]]]:
+        """What :meth:`add_source` added."""
+        return tuple(self._sources)
 
     def register(self, kind: str, handler: Handler) -> None:
         """Deliver messages of ``kind`` with ``handler``; one handler per kind."""

@@ -91,13 +91,19 @@ class Outbox:
 
     def announce(self, conn: AsyncConnection, kind: str, count: int = 1) -> None:
         """Count ``count`` messages of ``kind`` written on ``conn`` by other means than
-        :meth:`enqueue` (on PostgreSQL the webhook events are written by a trigger at
-        COMMIT) and wake the listeners, once the transaction has committed."""
+        :meth:`enqueue` (the webhook events, several rows in one statement) and wake the
+        listeners, once the transaction has committed."""
         self._after_commit(conn, kind, count)
 
-    def _after_commit(self, conn: AsyncConnection, kind: str, count: int = 1) -> None:
+    def wake_after_commit(self, conn: AsyncConnection) -> None:
+        """Wake the listeners once ``conn``'s transaction has committed, counting nothing:
+        it wrote what a worker turns into messages (an audit row with webhook events)."""
+        self._after_commit(conn, None)
+
+    def _after_commit(self, conn: AsyncConnection, kind: str | None, count: int = 1) -> None:
         def committed() -> None:
-            metrics.OUTBOX_MESSAGES.labels(kind, "queued").inc(count)
+            if kind is not None:
+                metrics.OUTBOX_MESSAGES.labels(kind, "queued").inc(count)
             for listener in self._listeners:
                 try:
                     listener()

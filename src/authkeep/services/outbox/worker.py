@@ -113,6 +113,8 @@ class OutboxWorker:
     async def run_once(self, stop: asyncio.Event | None = None) -> int:
         """Claim one batch and deliver it; return how many messages were claimed. When
         ``stop`` is set, the message in flight is finished and the rest handed back."""
+        for source in self._handlers.sources:
+            await source()
         kinds = list(self._handlers)
         now = self._clock()
         async with self._db.reading() as conn:

@@ -2,7 +2,8 @@
 
 * :mod:`~authkeep.services.webhooks.catalogue` — the event types, their data, and which
   audited change becomes which event;
-* :class:`WebhookEvents` — writes the events with the audited change (the audit log's hook);
+* :class:`WebhookEvents` — the audit log's hook (an audited change writes only its row);
+  :class:`AuditEventSource` — a worker reads the committed rows into events;
   :class:`FanOutHandler` — one delivery per endpoint that wants the event;
 * :class:`WebhookSender` — posts a delivery (Standard Webhooks), retries, disables;
 * :class:`WebhookEndpoints` — the use cases of the routes (register, rotate, replay, test);
@@ -22,6 +23,7 @@ from authkeep.services.webhooks.events import (
     WebhookEvents,
 )
 from authkeep.services.webhooks.sender import WebhookSender, message_id
+from authkeep.services.webhooks.source import AuditEventSource
 from authkeep.services.webhooks.ssrf import AddressPolicy, AddressRefused
 from authkeep.services.webhooks.transport import GuardedTransport, guarded_client
 
@@ -34,6 +36,7 @@ __all__ = [
     "TEST_EVENT",
     "AddressPolicy",
     "AddressRefused",
+    "AuditEventSource",
     "EndpointWithSecret",
     "EventType",
     "FanOutHandler",

@@ -1,18 +1,21 @@
-"""Events: written with the audited change that causes them, then fanned out to endpoints.
+"""Events: read from the audit log once their change committed, then fanned out to endpoints.
 
-1. **Written** (:class:`WebhookEvents`, the audit log's :class:`~authkeep.services.audit.
-   EventHook`): an audited change the catalogue names becomes an outbox message of kind
-   ``webhook.event`` in the change's own transaction, keeping its audit row's content
-   digest. A change that rolls back leaves no event; a committed one always has it. Nothing
-   is added under the audit chain's lock (taken at COMMIT on PostgreSQL): the event is a
-   plain insert of the transaction.
-2. **Fanned out** (:class:`FanOutHandler`, a worker): the event finds its audit row by that
-   digest (the row's id, hash and time exist once it is committed), becomes the body
-   endpoints receive, and one delivery per enabled endpoint that wants it and was
-   registered by the time it happened — a
-   ``webhook_deliveries`` row and a ``webhook.delivery`` message, in one transaction. The
-   pair (event, endpoint) is unique: fan-out that runs again after a crash adds nothing, so
-   each endpoint gets each event under one ``webhook-id``.
+1. **Derived** (:mod:`authkeep.services.webhooks.source`): an audited change the catalogue
+   names writes nothing but its audit row (:class:`WebhookEvents`, the audit log's hook, only
+   wakes the workers after the commit). A worker reads the log in order behind a cursor and
+   queues each such row's events as ``webhook.event`` outbox messages, with the row's id,
+   hash and time, in one transaction with the cursor's move. A change that rolls back has no
+   row, so no event; a committed one always has its row, so its events.
+2. **Fanned out** (:class:`FanOutHandler`, a worker): the event becomes the body endpoints
+   receive, and one delivery per enabled endpoint that wants it and was registered by the
+   time it happened — a ``webhook_deliveries`` row and a ``webhook.delivery`` message, in one
+   transaction. The pair (event, endpoint) is unique: fan-out that runs again after a crash
+   adds nothing, so each endpoint gets each event under one ``webhook-id``.
+
+With the audit log off (benchmarks only) events are written with the change itself
+(:meth:`WebhookEvents.write`) and carry no audit reference. Events queued by an earlier
+version carry the audit row's content digest instead of its reference; fan-out still finds
+their row by it.
 
 Both the event and each delivery's body are stored sealed with the outbox's envelope
 (``authkeep.db.webhooks``): an event may name a person.
@@ -28,13 +31,13 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from authkeep.db import webhooks as rows
-from authkeep.db.audit import QueuedMessage, chain_key
+from authkeep.db.audit import chain_key
 from authkeep.db.base import utcnow
 from authkeep.db.engine import Database
-from authkeep.db.outbox import ClaimedMessage, seal_payload
+from authkeep.db.outbox import ClaimedMessage
 from authkeep.services.audit import AuditEvent
 from authkeep.services.outbox import Outbox, PermanentDeliveryError
-from authkeep.services.webhooks.catalogue import events_for
+from authkeep.services.webhooks.catalogue import SOURCES, events_for
 
 EVENT_KIND = rows.EVENT_KIND
 DELIVERY_KIND = "webhook.delivery"
@@ -52,20 +55,24 @@ def parse_timestamp(text: str) -> datetime:
 
 
 class WebhookEvents:
-    """Writes the events of audited changes into the outbox (see the module docstring).
-    ``enabled=False`` (``AUTHKEEP_WEBHOOKS_ENABLED``) writes none."""
+    """The audit log's event hook (see the module docstring). ``enabled=False``
+    (``AUTHKEEP_WEBHOOKS_ENABLED``) makes no event."""
 
     def __init__(self, outbox: Outbox, *, enabled: bool = True) -> None:
         self._outbox = outbox
         self._enabled = enabled
+
+    def wants(self, event: AuditEvent) -> bool:
+        """Whether the catalogue makes events of ``event``."""
+        return self._enabled and (str(event.action), event.outcome) in SOURCES
 
     def events_for(self, event: AuditEvent) -> list[dict[str, Any]]:
         """The events ``event`` becomes (none when webhooks are off)."""
         return events_for(event) if self._enabled else []
 
     async def write(self, conn: AsyncConnection, events: list[dict[str, Any]]) -> None:
-        """Queue ``events`` on ``conn``, in its open transaction; ``occurred_at`` is their
-        time should no audit row give one (the audit log off)."""
+        """Queue ``events`` on ``conn``, in its open transaction, stamped now: the audit log
+        is off, so no row will give them a time and a reference."""
         now = utcnow()
         await rows.insert_events(
             conn,
@@ -75,27 +82,21 @@ class WebhookEvents:
         )
         self._outbox.announce(conn, EVENT_KIND, len(events))
 
-    def queue(self, conn: AsyncConnection, events: list[dict[str, Any]]) -> list[QueuedMessage]:
-        """``events`` as outbox rows for the audit row's own statement to write
-        (:func:`authkeep.db.audit.append_at_commit`: no round trip of their own), counted
-        and announced once ``conn``'s transaction commits."""
-        stamp = timestamp(utcnow())
-        queued = []
-        for event in events:
-            event_id = uuid.UUID(str(event["id"]))
-            payload = seal_payload(self._outbox.envelope, event_id, {**event, "occurred_at": stamp})
-            queued.append(QueuedMessage(event_id, EVENT_KIND, payload))
-        self._outbox.announce(conn, EVENT_KIND, len(queued))
-        return queued
+    def announce(self, conn: AsyncConnection) -> None:
+        """Wake this process's worker once ``conn`` commits: its audit row has events to
+        read (other workers find them at their next poll)."""
+        self._outbox.wake_after_commit(conn)
 
 
 async def event_body(conn: AsyncConnection, event: Mapping[str, Any]) -> dict[str, Any]:
     """What an endpoint receives for ``event`` (an outbox payload): the Standard Webhooks
     fields, with the time and reference of the audit row that recorded the change (``audit``
     null when there is none: the audit log is off)."""
+    audit = event.get("audit")
+    moment = str(event["occurred_at"])
     source = event.get("source") or {}
-    found = None
-    if source.get("digest"):
+    if audit is None and source.get("digest"):
+        # Queued by an earlier version, before its audit row existed: found by its digest.
         found = await rows.audit_reference(
             conn,
             str(source["digest"]),
@@ -103,11 +104,9 @@ async def event_body(conn: AsyncConnection, event: Mapping[str, Any]) -> dict[st
             entity_type=source.get("entity_type"),
             entity_id=source.get("entity_id"),
         )
-    audit = None
-    moment = str(event["occurred_at"])
-    if found is not None:
-        audit = {"seq": found.id, "hash": found.hash, "chain": chain_key(found.org_id)}
-        moment = timestamp(found.at)
+        if found is not None:
+            audit = {"seq": found.id, "hash": found.hash, "chain": chain_key(found.org_id)}
+            moment = timestamp(found.at)
     return {"type": event["type"], "timestamp": moment, "data": event["data"], "audit": audit}
 
 
