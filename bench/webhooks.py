@@ -9,8 +9,9 @@ delivery; it counts requests and distinct ``webhook-id`` headers, so a duplicate
    ``--events`` audited changes are committed in one transaction into a fresh PostgreSQL
    database — each becomes an event (read from its audit row by a worker), fanned out into
    a delivery, posted, signed — and 1 or 4 ``authkeep worker`` processes, started
-   beforehand and idle (polling every 0.1 s), deliver them; events/s = events ÷ (arrival of the last one − the commit). The two
-   worker counts alternate within each of ``--rounds`` rounds; the median is reported.
+   beforehand and idle (polling every 0.1 s), deliver them; events/s = events ÷ (arrival
+   of the last one − the commit). The two worker counts alternate within each of
+   ``--rounds`` rounds; the median is reported.
 2. **Writing events on the audited write path, in the database.** ``--writes`` sequential
    transactions, each a one-row change and its audit row (a password change: an event of the
    catalogue), on one connection, three ways: no audit row, audit row without events
