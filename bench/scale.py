@@ -394,12 +394,45 @@ def main() -> None:
     parser.add_argument("--skip-verify", action="store_true")
     args = parser.parse_args()
     prepare(args)
-    if not args.skip_ratios:
-        flat_costs(args)
-    if not args.skip_purge:
-        purge_under_load(args)
-    if not args.skip_verify:
-        verify(args)
+    report = _Tee(sys.stdout)
+    with contextlib.redirect_stdout(report):
+        if not args.skip_ratios:
+            flat_costs(args)
+        if not args.skip_purge:
+            purge_under_load(args)
+        if not args.skip_verify:
+            verify(args)
+    if not (args.skip_ratios or args.skip_purge or args.skip_verify):
+        # The full run's report, which `make bench` puts into RESULTS.md (seeding the large
+        # database takes a quarter of an hour, so bench/run.py does not run this itself).
+        stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        RESULTS.write_text(
+            f"Last full run: {stamp}, `make bench-scale` ({args.users:,} users, "
+            f"{args.sessions:,} sessions, {args.audit:,} audit rows).\n\n```\n"
+            f"{report.text().strip()}\n```\n"
+        )
+
+
+RESULTS = Path(__file__).resolve().parent / "scale-results.md"
+"""Where the last full run's report is kept for RESULTS.md."""
+
+
+class _Tee:
+    """Writes through to ``target`` and keeps a copy."""
+
+    def __init__(self, target: IO[str]) -> None:
+        self._target = target
+        self._parts: list[str] = []
+
+    def write(self, text: str) -> int:
+        self._parts.append(text)
+        return self._target.write(text)
+
+    def flush(self) -> None:
+        self._target.flush()
+
+    def text(self) -> str:
+        return "".join(self._parts)
 
 
 if __name__ == "__main__":
