@@ -41,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from authkeep.db import audit_guard
 from authkeep.db.base import utcnow
-from authkeep.db.models import AuditEntry, OutboxMessage
+from authkeep.db.models import AuditEntry
 
 PLATFORM_CHAIN = "platform"
 HASH_VERSION = 2
@@ -229,13 +229,6 @@ def _digest(content: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical(**content)).hexdigest()
 
 
-def content_digest(entry: NewEntry) -> str:
-    """SHA-256 (hex) of ``entry``'s canonical content, known before the row joins its chain
-    and recomputable from the stored row: what a webhook event keeps to find its audit row
-    (``authkeep.db.webhooks.audit_reference``)."""
-    return _digest(_content(entry))
-
-
 def entry_hash(*, at: datetime, prev_hash: str, **content: Any) -> str:
     """The ``hash`` a row with these fields must have."""
     return link_hash(_digest(content), at, prev_hash)
@@ -361,64 +354,20 @@ async def append(
     return EntryRecord(id=int(row_id), hash=digest_hash, **fields)
 
 
-@dataclass(frozen=True, slots=True)
-class QueuedMessage:
-    """An outbox row that commits with an audit row and is written by the same statement
-    (:func:`append_at_commit`): the webhook events of an audited change. ``payload`` is
-    stored as given (sealed by the caller)."""
-
-    id: uuid.UUID
-    kind: str
-    payload: Mapping[str, Any]
-
-
 async def append_at_commit(
     conn: AsyncConnection,
     entry: NewEntry,
     *,
     alone: bool = False,
-    messages: Sequence[QueuedMessage] = (),
-    digest: str | None = None,
 ) -> None:
     """Append ``entry`` when ``conn``'s transaction commits (PostgreSQL: through
     ``audit_pending`` and its deferred trigger; SQLite, whose write transactions are already
     exclusive: at once, with :func:`append`). Its id and hash exist only after the commit.
     ``alone``: the row is the only statement of its transaction (``AuditLog.record_alone``),
-    which may then run as one autocommitted statement. ``messages`` are queued in the
-    outbox by the same statement (PostgreSQL), outside the chain's lock: events cost no
-    round trip of their own. ``digest``: :func:`content_digest` of ``entry``, when the
-    caller has it already."""
+    which may then run as one autocommitted statement."""
     if conn.dialect.name != "postgresql":
         await append(conn, entry)
-        if messages:
-            now = utcnow()
-            await conn.execute(
-                insert(OutboxMessage),
-                [
-                    {
-                        "id": message.id,
-                        "kind": message.kind,
-                        "payload": dict(message.payload),
-                        "status": "pending",
-                        "attempts": 0,
-                        "next_attempt_at": now,
-                        "created_at": now,
-                    }
-                    for message in messages
-                ],
-            )
         return
-    content = _content(entry)
-    details = content["details"]
-    queued: tuple[Any, ...] = ()
-    statement = _PENDING_INSERT
-    if messages:
-        statement = _PENDING_INSERT_WITH_MESSAGES
-        rows = [
-            {"id": str(message.id), "kind": message.kind, "payload": message.payload}
-            for message in messages
-        ]
-        queued = (json.dumps(rows, allow_nan=False), utcnow())
     # Straight to the driver, on the transaction's own connection: this runs on every
     # audited request, and SQLAlchemy's execution machinery costs more than the insert.
     raw = await conn.get_raw_connection()
@@ -428,9 +377,36 @@ async def append_at_commit(
         # rollback of the change would leave its audit row behind.
         await conn.exec_driver_sql("SELECT 1")
     await raw.driver_connection.execute(  # type: ignore[union-attr]
-        statement,
+        _PENDING_INSERT, *pending_values(entry)
+    )
+
+
+_PENDING_PARAMS = 14
+_PENDING_COLUMNS = (
+    "lock, chain, genesis, digest, org_id, actor_user_id, actor_api_key_id, request_id, ip, "
+    "action, entity_type, entity_id, outcome, details"
+)
+
+
+def pending_insert_sql(first: int = 1) -> str:
+    """PostgreSQL: the ``INSERT INTO audit_pending`` that queues one row for its chain (the
+    deferred trigger of :func:`postgres_pending_trigger` appends it when the transaction
+    commits), with its 14 placeholders numbered from ``$first``; :func:`pending_values`
+    gives their values. :func:`append_at_commit` runs it alone; a statement that writes a
+    change and its audit row together carries it as a data-modifying CTE
+    (:func:`authkeep.db.sessions.open_session`)."""
+    values = ", ".join(f"${n}" for n in range(first, first + _PENDING_PARAMS))
+    # Only placeholders are formatted in: numbers made here, never input.
+    return f"INSERT INTO audit_pending ({_PENDING_COLUMNS}) VALUES ({values})"  # noqa: S608
+
+
+def pending_values(entry: NewEntry) -> list[Any]:
+    """The values of :func:`pending_insert_sql`'s placeholders for ``entry``, its address
+    already sealed (``authkeep.db.audit_ips.seal``)."""
+    content = _content(entry)
+    return [
         *_chain_of(entry),
-        digest or _digest(content),
+        _digest(content),
         entry.org_id,
         entry.actor_user_id,
         entry.actor_api_key_id,
@@ -440,28 +416,12 @@ async def append_at_commit(
         entry.entity_type,
         entry.entity_id,
         entry.outcome,
-        json.dumps(details, allow_nan=False),  # the connection's jsonb codec takes JSON text
-        *queued,
-    )
+        # The connection's jsonb codec takes JSON text.
+        json.dumps(content["details"], allow_nan=False),
+    ]
 
 
-_PENDING_INSERT = (
-    "INSERT INTO audit_pending (lock, chain, genesis, digest, org_id, actor_user_id, "
-    "actor_api_key_id, request_id, ip, action, entity_type, entity_id, outcome, details) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
-)
-# The outbox rows ride on the pending insert (a data-modifying WITH runs once, read or not).
-# Not in the COMMIT trigger: that runs under the chain's lock, which every audited change of
-# the chain waits for (bench/RESULTS.md measured that at -13 % to -16 % on an HTTP write).
-_PENDING_INSERT_WITH_MESSAGES = (
-    "WITH queued AS (INSERT INTO outbox (id, kind, payload, status, attempts, "
-    "next_attempt_at, created_at) SELECT (m ->> 'id')::uuid, m ->> 'kind', m -> 'payload', "
-    "'pending', 0, $16::timestamptz, $16::timestamptz "
-    "FROM jsonb_array_elements($15::jsonb) AS m) "
-    "INSERT INTO audit_pending (lock, chain, genesis, digest, org_id, actor_user_id, "
-    "actor_api_key_id, request_id, ip, action, entity_type, entity_id, outcome, details) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
-)
+_PENDING_INSERT = pending_insert_sql()
 
 
 def postgres_pending_trigger(schema: str) -> list[str]:

@@ -8,11 +8,25 @@ security; every query here is keyed by the organization and user the service ver
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Row, Select, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -325,29 +339,49 @@ async def remove_member(conn: AsyncConnection, org_id: uuid.UUID, user_id: uuid.
     return bool(result.rowcount)
 
 
-# Built once: every login runs it.
-_DEFAULT_ORG = (
-    select(Membership.organization_id, Membership.role)
-    .join(Organization, Organization.id == Membership.organization_id)
-    .where(
-        Membership.user_id == bindparam("user_id"),
-        # A session never starts in an organization the user did not create or accept: a
-        # membership someone else made (legacy direct adds) would otherwise be where an
-        # embedding app stores the new user's data, in the adder's tenant.
-        Membership.origin.in_(LANDING_ORIGINS),
-        _LIVE,
+def _default_org_query(user_id: ColumnElement[Any]) -> Select[uuid.UUID, str]:
+    return (
+        select(Membership.organization_id, Membership.role)
+        .join(Organization, Organization.id == Membership.organization_id)
+        .where(
+            Membership.user_id == user_id,
+            # A session never starts in an organization the user did not create or accept:
+            # a membership someone else made (legacy direct adds) would otherwise be where an
+            # embedding app stores the new user's data, in the adder's tenant.
+            Membership.origin.in_(LANDING_ORIGINS),
+            _LIVE,
+        )
+        .order_by(Membership.created_at, Membership.organization_id)
+        .limit(1)
     )
-    .order_by(Membership.created_at, Membership.organization_id)
-    .limit(1)
-)
+
+
+# Built once: every login runs it.
+_DEFAULT_ORG = _default_org_query(bindparam("user_id"))
+
+
+def default_org_sql(user_param: str) -> str:
+    """PostgreSQL text of :func:`default_org`'s query (columns ``organization_id``,
+    ``role``), the user's id read from the placeholder ``user_param`` (``$2``): for a
+    statement that embeds it (:func:`authkeep.db.sessions.open_session`). The same query
+    object as :func:`default_org`'s, so the two cannot pick different organizations."""
+    query = _default_org_query(literal_column(user_param))
+    # Literal binds: the origins and the limit are constants of the code, not input.
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    return str(query.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+
+
+def active_org(row: Sequence[Any] | None) -> ActiveOrg | None:
+    """The :class:`ActiveOrg` of a default-organization row (organization id, role); None
+    without a row or with a role authkeep does not know."""
+    role = parse_role(row[1]) if row else None
+    return ActiveOrg(row[0], role) if row and role else None
 
 
 async def default_org(conn: AsyncConnection, user_id: uuid.UUID) -> ActiveOrg | None:
     """The organization a new session starts in: the user's oldest membership that they
     created or accepted (``legacy`` ones are reachable by switching, never by default)."""
-    row = (await conn.execute(_DEFAULT_ORG, {"user_id": user_id})).first()
-    role = parse_role(row[1]) if row else None
-    return ActiveOrg(row[0], role) if row and role else None
+    return active_org((await conn.execute(_DEFAULT_ORG, {"user_id": user_id})).first())
 
 
 async def session_org(conn: AsyncConnection, session_id: uuid.UUID) -> ActiveOrg | None:

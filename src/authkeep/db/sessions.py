@@ -16,8 +16,10 @@ from sqlalchemy import Row, Select, Table, and_, delete, insert, or_, select, up
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from authkeep.db import sealed
+from authkeep.db.audit import NewEntry, pending_insert_sql, pending_values
 from authkeep.db.base import IP_LENGTH, USER_AGENT_LENGTH
 from authkeep.db.models import AuthSession, RefreshToken, UserKey
+from authkeep.db.orgs import ActiveOrg, active_org, default_org_sql
 from authkeep.security.assurance import AuthContext, parse_amr
 from authkeep.security.envelope import Envelope
 from authkeep.security.text import clip
@@ -125,16 +127,17 @@ async def create_session(
     user_agent: str | None,
     org_id: uuid.UUID | None = None,
     amr: str = "pwd",
+    session_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
     """Insert a new live session (active in ``org_id``, if given), authenticated now by
-    the methods ``amr`` (comma-separated), and return its id. The IP address and user agent
-    are sealed with the user's key (remembered since the sign-in read the user: no query);
-    an erased account's key is gone, and they are not kept."""
-    session_id = uuid.uuid4()
-    try:
-        aead = await sealed.require_cipher(conn, envelope, user_id)
-    except sealed.MissingUserKey:
-        aead = None
+    the methods ``amr`` (comma-separated), and return its id (``session_id``, else a new
+    one). The IP address and user agent are sealed with the user's key (remembered since
+    the sign-in read the user: no query); an erased account's key is gone, and they are not
+    kept."""
+    session_id = session_id or uuid.uuid4()
+    sealed_ip, sealed_agent = await _sealed_client(
+        conn, envelope, user_id, session_id, ip, user_agent
+    )
     await conn.execute(
         _INSERT_SESSION,
         {
@@ -143,18 +146,116 @@ async def create_session(
             "created_at": now,
             "last_used_at": now,
             "expires_at": expires_at,
-            # Reported by the client, so recorded, never refused: an over-long or binary
-            # value must not fail the login it describes.
-            "ip": _seal(aead, session_id, "ip", clip(ip, IP_LENGTH)),
-            "user_agent": _seal(
-                aead, session_id, "user_agent", clip(user_agent, USER_AGENT_LENGTH)
-            ),
+            "ip": sealed_ip,
+            "user_agent": sealed_agent,
             "org_id": org_id,
             "auth_time": now,
             "amr": amr,
         },
     )
     return session_id
+
+
+async def _sealed_client(
+    conn: AsyncConnection,
+    envelope: Envelope,
+    user_id: uuid.UUID,
+    session_id: uuid.UUID,
+    ip: str | None,
+    user_agent: str | None,
+) -> tuple[str | None, str | None]:
+    # A new session's IP address and user agent as stored: sealed with the user's key, none
+    # for an erased account (its key is gone).
+    try:
+        aead = await sealed.require_cipher(conn, envelope, user_id)
+    except sealed.MissingUserKey:
+        aead = None
+    # Reported by the client, so recorded, never refused: an over-long or binary value must
+    # not fail the login it describes.
+    return (
+        _seal(aead, session_id, "ip", clip(ip, IP_LENGTH)),
+        _seal(aead, session_id, "user_agent", clip(user_agent, USER_AGENT_LENGTH)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NewRefresh:
+    """A session's first refresh token, as :func:`open_session` stores it (its hash)."""
+
+    jti: str
+    token_hash: str
+    created_at: datetime
+    expires_at: datetime
+
+
+# A login's writes as one statement (open_session): the default organization's query
+# (db/orgs.py, the very query default_org runs), the session, its first refresh token and
+# the audit row's insert (db/audit.py, parameters $12 on). A data-modifying WITH runs each
+# part once, read or not, on one snapshot; the refresh token's foreign key to the session
+# inserted beside it is checked at the statement's end, when both rows exist.
+_OPEN_PARTS = (
+    f"WITH org AS ({default_org_sql('$2')}), "  # noqa: S608  (built from constants)
+    "new_session AS (INSERT INTO auth_sessions (id, user_id, created_at, last_used_at, "
+    "expires_at, ip, user_agent, org_id, auth_time, amr) "
+    "VALUES ($1, $2, $3, $3, $4, $5, $6, (SELECT organization_id FROM org), $3, $7)), "
+    "new_refresh AS (INSERT INTO refresh_tokens (jti, user_id, session_id, token_hash, "
+    "created_at, expires_at) VALUES ($8, $2, $1, $9, $10, $11))"
+)
+_OPEN_RESULT = " SELECT organization_id, role FROM org"
+_OPEN_SESSION = _OPEN_PARTS + _OPEN_RESULT
+_OPEN_SESSION_AUDITED = f"{_OPEN_PARTS}, audit_row AS ({pending_insert_sql(12)}){_OPEN_RESULT}"
+
+
+async def open_session(
+    conn: AsyncConnection,
+    envelope: Envelope,
+    *,
+    session_id: uuid.UUID,
+    user_id: uuid.UUID,
+    now: datetime,
+    expires_at: datetime,
+    ip: str | None,
+    user_agent: str | None,
+    amr: str,
+    refresh: NewRefresh,
+    audit: NewEntry | None,
+) -> ActiveOrg | None:
+    """PostgreSQL: open a session in ONE statement, and return the organization it starts
+    in (:func:`authkeep.db.orgs.default_org`, None without one).
+
+    The statement reads the user's default organization, inserts the session (active in
+    it; sealed as :func:`create_session` seals), its first refresh token ``refresh`` and,
+    unless ``audit`` is None, that audit row (its address sealed) into ``audit_pending``
+    (:func:`authkeep.db.audit.pending_insert_sql`). It runs on ``conn``'s driver connection as it
+    is: when nothing ran on ``conn`` before (the user's key remembered), in autocommit —
+    one round trip, no BEGIN nor COMMIT, atomic as any single statement, and the audit row
+    joins its chain at that statement's own commit; otherwise inside ``conn``'s open
+    transaction, committed with it. Either way all of it commits, or none of it."""
+    sealed_ip, sealed_agent = await _sealed_client(
+        conn, envelope, user_id, session_id, ip, user_agent
+    )
+    args: list[Any] = [
+        session_id,
+        user_id,
+        now,
+        expires_at,
+        sealed_ip,
+        sealed_agent,
+        amr,
+        refresh.jti,
+        refresh.token_hash,
+        refresh.created_at,
+        refresh.expires_at,
+    ]
+    statement = _OPEN_SESSION
+    if audit is not None:
+        statement = _OPEN_SESSION_AUDITED
+        args += pending_values(audit)
+    # Straight to the driver, as the audit row's insert is (db/audit.py): through
+    # SQLAlchemy, the adapter would open a transaction first (BEGIN, then COMMIT).
+    raw = await conn.get_raw_connection()
+    row = await raw.driver_connection.fetchrow(statement, *args)  # type: ignore[union-attr]
+    return active_org(row)
 
 
 def _seal(aead: AESGCM | None, session_id: uuid.UUID, column: str, value: str | None) -> str | None:
