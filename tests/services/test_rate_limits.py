@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
+from redis.asyncio import Redis
 from typer.testing import CliRunner
 
 from authkeep import Settings
@@ -250,4 +252,196 @@ async def test_peek_many_answers_as_peek_does(make_settings: Callable[..., Setti
             )
             assert abs(mine.reset_after - theirs.reset_after) <= 1
     finally:
+        await limits.close()
+
+
+async def test_hit_shares_its_window_with_limits_own_calls(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """``hit`` (on Redis one Lua call counting and reading the window) writes and reads the
+    window ``limits`` keeps: entries ``record`` adds (limits' acquire) count against ``hit``,
+    ``peek`` (limits' window stats) sees ``hit``'s, and the Nth attempt is refused exactly."""
+    limits = RateLimits.from_settings(make_settings(login_rate_limit="5/minute"), pepper=b"p")
+    item = limits.config.login_email
+    try:
+
+        async def hit() -> tuple[bool, int]:
+            decision = await limits.hit("login_email", item, "shared")
+            assert decision is not None
+            peeked = await limits.peek("login_email", item, "shared")
+            assert peeked is not None
+            assert peeked.remaining == decision.remaining
+            assert abs(peeked.reset_after - decision.reset_after) <= 1
+            assert 1 <= decision.retry_after <= 60
+            return decision.allowed, decision.remaining
+
+        await limits.record("login_email", (item,), "shared")
+        await limits.record("login_email", (item,), "shared")
+        assert await hit() == (True, 2)
+        await limits.record("login_email", (item,), "shared")
+        assert await hit() == (True, 0)
+        assert await hit() == (False, 0)
+        # limits' own acquire refuses too: the refused hit added no entry, the window is full.
+        await limits.record("login_email", (item,), "shared")
+        assert await hit() == (False, 0)
+        # Another key's window is its own.
+        other = await limits.hit("login_email", item, "other")
+        assert other is not None
+        assert (other.allowed, other.remaining) == (True, 4)
+    finally:
+        await limits.close()
+
+
+@pytest.mark.redis
+async def test_concurrent_hits_of_two_workers_never_over_admit(redis_available: str) -> None:
+    """Two limiters (two workers, each its own Redis client and connections) hit one key
+    together: exactly the limit gets through."""
+    prefix = f"authkeep-test:{uuid.uuid4().hex[:12]}:"
+    settings = Settings(
+        env="test", redis_url=redis_available, redis_prefix=prefix, login_rate_limit="7/minute"
+    )
+    workers = [RateLimits.from_settings(settings, pepper=b"p") for _ in range(2)]
+    try:
+        item = workers[0].config.login_email
+        decisions = await asyncio.gather(
+            *(w.hit("login_email", item, "someone") for w in workers for _ in range(40))
+        )
+        assert sum(1 for d in decisions if d is not None and d.allowed) == 7
+        peeked = await workers[1].peek("login_email", item, "someone")
+        assert peeked is not None
+        assert peeked.remaining == 0
+    finally:
+        for worker in workers:
+            await worker.close()
+
+
+async def test_peek_by_mark_answers_as_is_marked_then_peek_many(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """The mark and the windows it selects, read together (one Lua call on Redis), answer
+    what ``is_marked`` and then ``peek_many`` of the selected windows answer."""
+    settings = make_settings(
+        login_account_failure_limits="3 per 15 minutes; 9 per day",
+        login_ip_failure_limit="5 per 15 minutes",
+    )
+    limits = RateLimits.from_settings(settings, pepper=b"p")
+    cfg = limits.config
+    known = cfg.known_client
+    assert known is not None
+    tiers = cfg.login_account_failures
+    try:
+        await limits.record("login_ip_failures", (cfg.login_ip_failures,), "ip")
+        for _ in range(2):
+            await limits.record("login_account_failures", tiers, "acct")
+        await limits.record("login_account_failures", tiers, "acct|ip")
+        always: list[Any] = [("login_ip_failures", cfg.login_ip_failures, "ip")]
+        pair: list[Any] = [("login_account_failures", t, "acct|ip") for t in tiers]
+        account: list[Any] = [("login_account_failures", t, "acct") for t in tiers]
+        mark: Any = ("login_known_client", known, "acct|ip")
+
+        async def both() -> tuple[bool, list[tuple[str, bool, int, int]]]:
+            marked, found = await limits.peek_by_mark(mark, always, pair, account)
+            assert marked is await limits.is_marked(*mark)
+            expected = await limits.peek_many([*always, *(pair if marked else account)])
+            assert len(found) == len(expected)
+            answers = []
+            for mine, theirs in zip(found, expected, strict=True):
+                assert mine is not None
+                assert theirs is not None
+                assert (mine.rule, mine.allowed, mine.remaining) == (
+                    theirs.rule,
+                    theirs.allowed,
+                    theirs.remaining,
+                )
+                assert abs(mine.reset_after - theirs.reset_after) <= 1
+                answers.append((mine.rule, mine.allowed, mine.limit, mine.remaining))
+            return marked, answers
+
+        assert await both() == (
+            False,
+            [
+                ("login_ip_failures", True, 5, 4),
+                ("login_account_failures", True, 3, 1),
+                ("login_account_failures", True, 9, 7),
+            ],
+        )
+        await limits.mark(*mark)  # limits' own fixed-window counter
+        assert await both() == (
+            True,
+            [
+                ("login_ip_failures", True, 5, 4),
+                ("login_account_failures", True, 3, 2),
+                ("login_account_failures", True, 9, 8),
+            ],
+        )
+    finally:
+        await limits.close()
+
+
+async def test_forget_and_mark_clears_the_windows_and_sets_the_mark(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """What a successful login does, in one call on Redis: every window of each key forgotten
+    (limits sees them empty), others untouched, and the mark set as ``mark`` sets it."""
+    settings = make_settings(login_account_failure_limits="3 per 15 minutes; 9 per day")
+    limits = RateLimits.from_settings(settings, pepper=b"p")
+    cfg = limits.config
+    known = cfg.known_client
+    assert known is not None
+    tiers = cfg.login_account_failures
+    try:
+        for key in ("acct", "acct|ip", "bystander"):
+            await limits.record("login_account_failures", tiers, key)
+        forgets: list[Any] = [
+            ("login_account_failures", tiers, "acct|ip"),
+            ("login_account_failures", tiers, "acct"),
+        ]
+        assert not await limits.is_marked("login_known_client", known, "acct|ip")
+        await limits.forget_and_mark(forgets, ("login_known_client", known, "acct|ip"))
+        assert await limits.is_marked("login_known_client", known, "acct|ip")
+        assert not await limits.is_marked("login_known_client", known, "acct")
+
+        async def remaining(key: str) -> list[int]:
+            found = [await limits.peek("login_account_failures", t, key) for t in tiers]
+            return [d.remaining for d in found if d is not None]
+
+        assert await remaining("acct") == [3, 9]
+        assert await remaining("acct|ip") == [3, 9]
+        assert await remaining("bystander") == [2, 8]
+        # Without a mark: the forgets alone.
+        await limits.forget_and_mark([("login_account_failures", tiers, "bystander")])
+        assert await remaining("bystander") == [3, 9]
+    finally:
+        await limits.close()
+
+
+@pytest.mark.redis
+async def test_forget_and_mark_keeps_the_marks_expiry_as_limits_does(redis_available: str) -> None:
+    """The mark is limits' fixed-window counter: a later mark counts on the same window and
+    does not extend it, whether set by ``mark`` or by ``forget_and_mark``."""
+    prefix = f"authkeep-test:{uuid.uuid4().hex[:12]}:"
+    settings = Settings(env="test", redis_url=redis_available, redis_prefix=prefix)
+    limits = RateLimits.from_settings(settings, pepper=b"p")
+    raw = Redis.from_url(redis_available)
+    known = limits.config.known_client
+    assert known is not None
+    try:
+        for key in ("by-mark", "by-forget-and-mark"):
+            redis_key = f"{prefix}ratelimit:{known.key_for('login_known_client', key)}"
+
+            async def set_mark(key: str = key) -> None:
+                if key == "by-mark":
+                    await limits.mark("login_known_client", known, key)
+                else:
+                    await limits.forget_and_mark([], ("login_known_client", known, key))
+
+            await set_mark()
+            # The item's whole period (30 days by default), set at creation.
+            assert known.get_expiry() - 5 <= await raw.ttl(redis_key) <= known.get_expiry()
+            await raw.expire(redis_key, 100)
+            await set_mark()
+            assert int(await raw.get(redis_key) or 0) == 2
+            assert 0 < await raw.ttl(redis_key) <= 100
+    finally:
+        await raw.aclose()
         await limits.close()

@@ -88,8 +88,8 @@ class LoginThrottle:
             return await self._sessions.login(email, password, info)
         account = limits.hashed(email_key_of(email))
         ip = info.ip or _NO_IP
-        tiers_key = await self._tiers_key(account, ip)
-        await self._admit(account, ip, tiers_key, report, challenge_solution)
+        tiers_key, found = await self._look(account, ip)
+        await self._admit(account, ip, found, report, challenge_solution)
         cfg = limits.config
         try:
             pair = await self._sessions.login(email, password, info)
@@ -97,13 +97,18 @@ class LoginThrottle:
             await limits.record("login_ip_failures", (cfg.login_ip_failures,), ip)
             await limits.record("login_account_failures", cfg.login_account_failures, tiers_key)
             raise
-        await limits.forget("login_account_failures", cfg.login_account_failures, tiers_key)
+        forgets: list[tuple[Rule, tuple[RateLimitItem, ...], str]] = [
+            ("login_account_failures", cfg.login_account_failures, tiers_key)
+        ]
         if tiers_key != account:
-            await limits.forget("login_account_failures", cfg.login_account_failures, account)
+            forgets.append(("login_account_failures", cfg.login_account_failures, account))
+        mark: tuple[Rule, RateLimitItem, str] | None = None
         # An unknown client (a broken forwarded chain) is everyone behind that proxy: never
         # remember it as the owner's address, or an attacker there would share the owner's tiers.
         if cfg.known_client is not None and ip != _NO_IP:
-            await limits.mark("login_known_client", cfg.known_client, _pair(account, ip))
+            mark = ("login_known_client", cfg.known_client, _pair(account, ip))
+        # On Redis one round trip for both forgets and the mark.
+        await limits.forget_and_mark(forgets, mark)
         return pair
 
     async def reauthenticate(
@@ -123,8 +128,8 @@ class LoginThrottle:
             return await check()
         account = limits.hashed(email_key_of(email))
         ip = info.ip or _NO_IP
-        tiers_key = await self._tiers_key(account, ip)
-        refused = [d for _, d in await self._peek(ip, tiers_key) if not d.allowed]
+        tiers_key, found = await self._look(account, ip)
+        refused = [d for _, d in found if not d.allowed]
         if refused:
             worst = max(refused, key=lambda d: d.reset_after)
             metrics.RATE_LIMITED.labels(worst.rule).inc()
@@ -148,32 +153,38 @@ class LoginThrottle:
             return
         account = limits.hashed(email_key_of(email))
         ip = info.ip or _NO_IP
-        tiers_key = await self._tiers_key(account, ip)
-        found = await self._peek(ip, tiers_key)
+        _, found = await self._look(account, ip)
         await self._challenge_if_due(found, ip, challenge_solution)
 
-    async def _tiers_key(self, account: str, ip: str) -> str:
-        known = self._limits.config.known_client
-        if (
-            known is not None
-            and ip != _NO_IP
-            and await self._limits.is_marked("login_known_client", known, _pair(account, ip))
-        ):
-            return _pair(account, ip)
-        return account
-
-    async def _peek(self, ip: str, tiers_key: str) -> list[tuple[RateLimitItem, Decision]]:
+    async def _look(
+        self, account: str, ip: str
+    ) -> tuple[str, list[tuple[RateLimitItem, Decision]]]:
+        """The key the account's tiers are counted on — the known-client pair's own when this
+        address signed in to the account recently, else the account's — and the windows a
+        login meets on it: the client IP's failures and those tiers."""
         limits = self._limits
         cfg = limits.config
-        checks: list[tuple[Rule, RateLimitItem, str]] = [
+        known = cfg.known_client
+
+        def tiers(key: str) -> list[tuple[Rule, RateLimitItem, str]]:
+            return [("login_account_failures", tier, key) for tier in cfg.login_account_failures]
+
+        ip_check: list[tuple[Rule, RateLimitItem, str]] = [
             ("login_ip_failures", cfg.login_ip_failures, ip)
         ]
-        checks += [
-            ("login_account_failures", tier, tiers_key) for tier in cfg.login_account_failures
-        ]
-        # One storage round trip for every window (peek_many): a login meets four.
-        found = await limits.peek_many(checks)
-        return [
+        # One storage round trip for every window (a login meets four), and on Redis the
+        # known-client mark in the same one (peek_by_mark): which tiers count depends on it.
+        if known is None or ip == _NO_IP:
+            tiers_key = account
+            found = await limits.peek_many([*ip_check, *tiers(account)])
+        else:
+            pair = _pair(account, ip)
+            marked, found = await limits.peek_by_mark(
+                ("login_known_client", known, pair), ip_check, tiers(pair), tiers(account)
+            )
+            tiers_key = pair if marked else account
+        checks = [*ip_check, *tiers(tiers_key)]
+        return tiers_key, [
             (item, decision)
             for (_, item, _), decision in zip(checks, found, strict=True)
             if decision is not None
@@ -201,13 +212,12 @@ class LoginThrottle:
         self,
         account: str,
         ip: str,
-        tiers_key: str,
+        found: list[tuple[RateLimitItem, Decision]],
         report: LimitReport | None,
         solution: str | None,
     ) -> None:
         limits = self._limits
         cfg = limits.config
-        found = await self._peek(ip, tiers_key)
         refused = [d for _, d in found if not d.allowed]
         if refused:
             worst = max(refused, key=lambda d: d.reset_after)

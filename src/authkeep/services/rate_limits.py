@@ -74,6 +74,7 @@ from limits.util import WindowStats
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from authkeep import metrics
@@ -131,17 +132,15 @@ RETRY_INTERVAL = 1.0
 _STORAGE_ERRORS = (RedisError, StorageError, OSError, TimeoutError)
 
 T = TypeVar("T")
+_Check = tuple[Rule, RateLimitItem, str]
 
-# limits' moving_window.lua (the window's oldest entry by binary search, and the count) for
-# several keys in one call: KEYS[i] with ARGV[2i-1] (the oldest timestamp still inside its
-# window) and ARGV[2i] (its limit). One comma-separated string answers: per key the oldest
-# entry (empty when none) and the count.
-_PEEK_SCRIPT = """
-local out = {}
-for i = 1, #KEYS do
-    local key = KEYS[i]
-    local target = tonumber(ARGV[2 * i - 1])
-    local low, high, result = 0, tonumber(ARGV[2 * i]) - 1, nil
+# limits' moving_window.lua as a Lua function: the oldest entry of a window still inside it
+# (newest entries first, so a binary search over the first ``limit`` for the last one at or
+# after ``target``) and how many are inside; '' and 0 for an empty window. The scripts below
+# prepend it, so that each answers in one call what limits answers in one call per window.
+_WINDOW_LUA = """
+local function window(key, target, limit)
+    local low, high, result = 0, limit - 1, nil
     while low <= high do
         local mid = math.floor((low + high) / 2)
         local value = tonumber(redis.call('lindex', key, mid))
@@ -153,14 +152,92 @@ for i = 1, #KEYS do
         end
     end
     if result then
-        out[#out + 1] = redis.call('lindex', key, result)
-        out[#out + 1] = tostring(result + 1)
-    else
-        out[#out + 1] = ''
-        out[#out + 1] = '0'
+        return redis.call('lindex', key, result), result + 1
+    end
+    return '', 0
+end
+"""
+
+# Several windows in one call: KEYS[i] with ARGV[2i-1] (the oldest timestamp still inside its
+# window) and ARGV[2i] (its limit). One comma-separated string answers: per key the oldest
+# entry (empty when none) and the count.
+_PEEK_SCRIPT = (
+    _WINDOW_LUA
+    + """
+local out = {}
+for i = 1, #KEYS do
+    local oldest, count = window(KEYS[i], tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i]))
+    out[#out + 1] = oldest
+    out[#out + 1] = tostring(count)
+end
+return table.concat(out, ',')
+"""
+)
+
+# A mark and the windows it selects, in one call. KEYS[1] is the mark (limits' fixed-window
+# counter: set once it holds ARGV[1]); then the windows, each with two ARGV from ARGV[4] on
+# as in _PEEK_SCRIPT: the first ARGV[2] always peeked, the next ARGV[3] only when the mark is
+# set, the rest only when it is not. Answers '1' or '0' (the mark), then the peeked windows as
+# _PEEK_SCRIPT does.
+_PEEK_BY_MARK_SCRIPT = (
+    _WINDOW_LUA
+    + """
+local marked = tonumber(redis.call('get', KEYS[1]) or '0') >= tonumber(ARGV[1])
+local always, when_marked = tonumber(ARGV[2]), tonumber(ARGV[3])
+local out = {marked and '1' or '0'}
+for w = 1, #KEYS - 1 do
+    if w <= always or marked == (w <= always + when_marked) then
+        local target, limit = tonumber(ARGV[2 + 2 * w]), tonumber(ARGV[3 + 2 * w])
+        local oldest, count = window(KEYS[w + 1], target, limit)
+        out[#out + 1] = oldest
+        out[#out + 1] = tostring(count)
     end
 end
 return table.concat(out, ',')
+"""
+)
+
+# limits' acquire_moving_window.lua for one entry (KEYS[1]; ARGV: timestamp, limit, expiry),
+# then its moving_window.lua on the same key at the same timestamp: what
+# MovingWindowRateLimiter's hit and get_window_stats do in two calls, on the same list (one
+# timestamp per entry, newest first, trimmed to the limit, expiring with the window), so that
+# limits' own calls see every entry. Answers the outcome ('1' or '0'), the oldest entry still
+# inside the window and the count.
+_HIT_SCRIPT = (
+    _WINDOW_LUA
+    + """
+local key = KEYS[1]
+local timestamp = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local expiry = tonumber(ARGV[3])
+local allowed = '0'
+if limit >= 1 then
+    local entry = redis.call('lindex', key, limit - 1)
+    if not (entry and tonumber(entry) >= timestamp - expiry) then
+        redis.call('lpush', key, timestamp)
+        redis.call('ltrim', key, 0, limit - 1)
+        redis.call('expire', key, expiry)
+        allowed = '1'
+    end
+end
+local oldest, count = window(key, timestamp - expiry, limit)
+return table.concat({allowed, oldest, tostring(count)}, ',')
+"""
+)
+
+# Windows cleared and a mark set in one call: DEL of every key but the last, then limits'
+# incr_expire.lua on the last (ARGV: expiry, amount; the expiry is set when the counter is
+# created, never extended), as forget and mark do.
+_FORGET_AND_MARK_SCRIPT = """
+if #KEYS > 1 then
+    redis.call('del', unpack(KEYS, 1, #KEYS - 1))
+end
+local amount = tonumber(ARGV[2])
+local current = redis.call('incrby', KEYS[#KEYS], amount)
+if tonumber(current) == amount then
+    redis.call('expire', KEYS[#KEYS], ARGV[1])
+end
+return current
 """
 
 
@@ -328,6 +405,13 @@ class RateLimits:
         self._client = client
         self._redis_key_prefix = redis_key_prefix
         self._peek_script = client.register_script(_PEEK_SCRIPT) if client is not None else None
+        self._peek_by_mark_script = (
+            client.register_script(_PEEK_BY_MARK_SCRIPT) if client is not None else None
+        )
+        self._hit_script = client.register_script(_HIT_SCRIPT) if client is not None else None
+        self._forget_and_mark_script = (
+            client.register_script(_FORGET_AND_MARK_SCRIPT) if client is not None else None
+        )
         self._retry_interval = retry_interval
         self._down_until = 0.0
         self._down = False
@@ -440,6 +524,27 @@ class RateLimits:
         reset_after = max(0, math.ceil(stats.reset_time - time.time()))
         return Decision(rule, allowed, item.amount, max(0, int(stats.remaining)), reset_after)
 
+    @classmethod
+    def _window_decisions(
+        cls, checks: Sequence[_Check], parts: Sequence[bytes], now: float
+    ) -> list[Decision | None]:
+        """The decisions of _WINDOW_LUA's answers (oldest entry, count: two parts a check)."""
+        found: list[Decision | None] = []
+        for index, (rule, item, _) in enumerate(checks):
+            oldest, count = parts[2 * index], int(parts[2 * index + 1])
+            # As limits' MovingWindowRateLimiter.get_window_stats: the window resets one
+            # expiry after its oldest entry (now, when empty).
+            start = float(oldest) if oldest else now
+            stats = WindowStats(start + item.get_expiry(), item.amount - count)
+            found.append(cls._decision(rule, item, stats.remaining > 0, stats))
+        return found
+
+    def _redis_key(self, prefix: str, check: _Check) -> str:
+        # limits' own key for the window: its Redis storage prefixes ``item.key_for(...)``
+        # with ``<prefix>:`` (tests/services/test_rate_limits.py checks both see the same).
+        rule, item, key = check
+        return f"{prefix}:{item.key_for(rule, key)}"
+
     async def _hit(
         self, limiter: RateLimiter, rule: Rule, item: RateLimitItem, key: str
     ) -> Decision | None:
@@ -448,6 +553,28 @@ class RateLimits:
             stats = await limiter.get_window_stats(item, rule, key)
             return self._decision(rule, item, allowed, stats)
 
+        return await self._counted(rule, operation)
+
+    async def _hit_redis(
+        self, script: AsyncScript, prefix: str, rule: Rule, item: RateLimitItem, key: str
+    ) -> Decision | None:
+        """:meth:`_hit` on the moving window in one Redis call (_HIT_SCRIPT) instead of two."""
+        keys = [self._redis_key(prefix, (rule, item, key))]
+
+        async def operation() -> Decision:
+            now = time.time()
+            expiry = item.get_expiry()
+            reply: bytes = await script(keys=keys, args=[now, item.amount, expiry])
+            allowed, oldest, count = reply.split(b",")
+            start = float(oldest) if oldest else now
+            stats = WindowStats(start + expiry, item.amount - int(count))
+            return self._decision(rule, item, allowed == b"1", stats)
+
+        return await self._counted(rule, operation)
+
+    async def _counted(
+        self, rule: Rule, operation: Callable[[], Awaitable[Decision]]
+    ) -> Decision | None:
         decision = await self._call(rule, operation)
         if decision is not None and not decision.allowed:
             metrics.RATE_LIMITED.labels(rule).inc()
@@ -484,6 +611,10 @@ class RateLimits:
         open); LimiterUnavailable when the storage is down and ``rule`` fails closed."""
         if self._moving is None:
             return None
+        script, prefix = self._hit_script, self._redis_key_prefix
+        if script is not None and prefix is not None:
+            # One round trip for the count and the window's state (the RateLimit-* headers).
+            return await self._hit_redis(script, prefix, rule, item, key)
         return await self._hit(self._moving, rule, item, key)
 
     async def peek(self, rule: Rule, item: RateLimitItem, key: str) -> Decision | None:
@@ -521,21 +652,51 @@ class RateLimits:
             for _, item, _ in checks:
                 args += [now - item.get_expiry(), item.amount]
             reply: bytes = await script(keys=keys, args=args)
-            parts = reply.split(b",")
-            found: list[Decision | None] = []
-            for index, (rule, item, _) in enumerate(checks):
-                oldest, count = parts[2 * index], int(parts[2 * index + 1])
-                # As limits' MovingWindowRateLimiter.get_window_stats: the window resets one
-                # expiry after its oldest entry (now, when empty).
-                start = float(oldest) if oldest else now
-                stats = WindowStats(start + item.get_expiry(), item.amount - count)
-                found.append(self._decision(rule, item, stats.remaining > 0, stats))
-            return found
+            return self._window_decisions(checks, reply.split(b","), now)
 
         # The strictest policy among the rules decides when Redis does not answer.
         closed = [rule for rule, _, _ in checks if rule not in _FAIL_OPEN]
         answer = await self._call(closed[0] if closed else checks[0][0], operation)
         return answer if answer is not None else [None] * len(checks)
+
+    async def peek_by_mark(
+        self,
+        mark: _Check,
+        always: Sequence[_Check],
+        if_marked: Sequence[_Check],
+        otherwise: Sequence[_Check],
+    ) -> tuple[bool, list[Decision | None]]:
+        """Whether ``mark`` is set (:meth:`is_marked`), and :meth:`peek_many` of ``always``
+        followed by ``if_marked`` or ``otherwise`` accordingly. On Redis one Lua call reads
+        the mark and the windows it selects (a login: one round trip instead of two);
+        LimiterUnavailable when the storage is down and one of the rules fails closed."""
+        script, prefix = self._peek_by_mark_script, self._redis_key_prefix
+        if self._moving is None or script is None or prefix is None:
+            marked = await self.is_marked(*mark)
+            chosen = if_marked if marked else otherwise
+            return marked, await self.peek_many([*always, *chosen])
+        windows = [*always, *if_marked, *otherwise]
+        keys = [self._redis_key(prefix, check) for check in (mark, *windows)]
+
+        async def operation() -> tuple[bool, list[Decision | None]]:
+            now = time.time()
+            args: list[float] = [mark[1].amount, len(always), len(if_marked)]
+            for _, item, _ in windows:
+                args += [now - item.get_expiry(), item.amount]
+            reply: bytes = await script(keys=keys, args=args)
+            parts = reply.split(b",")
+            marked = parts[0] == b"1"
+            chosen = [*always, *(if_marked if marked else otherwise)]
+            return marked, self._window_decisions(chosen, parts[1:], now)
+
+        # The strictest policy among the rules decides when Redis does not answer; the mark's
+        # rule first, so an outage is counted under the rule the look-up alone would name.
+        rules = [mark[0], *(rule for rule, _, _ in windows)]
+        closed = [rule for rule in rules if rule not in _FAIL_OPEN]
+        answer = await self._call(closed[0] if closed else rules[0], operation)
+        if answer is None:
+            return False, [None] * (len(always) + len(otherwise))
+        return answer
 
     async def record(self, rule: Rule, items: Sequence[RateLimitItem], key: str) -> None:
         """Count an event (a failed login) against ``items``; never raises — the answer to
@@ -597,6 +758,43 @@ class RateLimits:
             await self._call(rule, operation)
         except LimiterUnavailable:
             return
+
+    async def forget_and_mark(
+        self,
+        forgets: Sequence[tuple[Rule, Sequence[RateLimitItem], str]],
+        mark: _Check | None = None,
+    ) -> None:
+        """:meth:`forget` each of ``forgets`` (rule, items, key), then :meth:`mark` ``mark``
+        (a successful login: its failures forgotten, its client address remembered). On Redis
+        in one round trip (one Lua call: DEL, then limits' own counter update); never
+        raises."""
+        client, prefix = self._client, self._redis_key_prefix
+        script = self._forget_and_mark_script
+        if self._moving is None or client is None or script is None or prefix is None:
+            for rule, items, key in forgets:
+                await self.forget(rule, items, key)
+            if mark is not None:
+                await self.mark(*mark)
+            return
+        keys = [
+            self._redis_key(prefix, (rule, item, key))
+            for rule, items, key in forgets
+            for item in items
+        ]
+        if mark is not None:
+            keys.append(self._redis_key(prefix, mark))
+        if not keys:
+            return
+
+        async def operation() -> int:
+            if mark is None:
+                return int(await client.delete(*keys))
+            # As limits' FixedWindowRateLimiter.hit: one unit, the expiry set at creation.
+            return int(await script(keys=keys, args=[mark[1].get_expiry(), 1]))
+
+        rule = forgets[0][0] if forgets else cast(_Check, mark)[0]
+        with contextlib.suppress(LimiterUnavailable):
+            await self._call(rule, operation)
 
     async def is_marked(self, rule: Rule, item: RateLimitItem, key: str) -> bool:
         """Whether :meth:`mark` was called for ``key`` within ``item``'s period."""
