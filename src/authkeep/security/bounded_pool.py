@@ -35,6 +35,7 @@ class BoundedPool:
         initializer: Callable[[], None] | None = None,
     ) -> None:
         self.workers = workers
+
         def start() -> None:
             name_os_thread(name)
             if initializer is not None:
