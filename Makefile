@@ -62,7 +62,7 @@ audit: install
 
 # Benchmarks (bench/RESULTS.md): wrk on loopback against authkeep, a bare FastAPI app, a
 # JWT-only floor and fastapi-users (in its own venv: it pins older pwdlib and SQLAlchemy).
-# Run it on a quiet machine; it takes about 8 minutes. Defaults: BENCH_ARGS="--seconds 5 --rounds 3".
+# Run it on a quiet machine; it takes about 15 minutes. Defaults: BENCH_ARGS="--seconds 5 --rounds 3".
 BENCH_ARGS ?=
 FU_VENV := bench/.venv-fastapi-users
 $(FU_VENV)/.installed: bench/fastapi-users.requirements.txt
