@@ -6,7 +6,9 @@ servers as separate processes (uvicorn), load from wrk (Debian's package) in ano
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -25,6 +27,14 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SECRET = "bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+_BENCH_DATA_KEY = base64.urlsafe_b64encode(
+    hashlib.sha256(b"authkeep bench data key (public: benchmarks only)").digest()
+).decode()
+BENCH_DATA_KEYS = f'["bench-1:{_BENCH_DATA_KEY.rstrip("=")}"]'
+"""``AUTHKEEP_DATA_KEYS`` of every bench server: without it each would use the development
+key file of its working directory, and servers started from ``bench/`` (the baseline apps
+are imported from there) would seal and index emails under another key than the rest —
+an account made by one would be unknown to the next."""
 PG_ADMIN = os.environ.get("AUTHKEEP_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("AUTHKEEP_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -159,6 +169,9 @@ class WrkResult:
     p99_ms: float
     requests: int
     errors: int
+    detail: str = ""
+    """What wrk said about the errors (socket errors; the first non-2xx answer when the
+    script records it, see :data:`FIRST_NON_2XX_LUA`)."""
 
     def row(self) -> str:
         return (
@@ -222,7 +235,26 @@ def wrk(
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if sock:
         errors += sum(int(x) for x in sock.groups())
-    return WrkResult(rps, p50, p99, total, errors)
+    detail = "; ".join(
+        line.strip() for line in out.splitlines() if "Socket errors" in line or "NON2XX" in line
+    )
+    return WrkResult(rps, p50, p99, total, errors, detail)
+
+
+FIRST_NON_2XX_LUA = """
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function response(status, headers, body)
+  if status >= 300 and not first then first = status .. " " .. string.sub(body or "", 1, 160) end
+end
+function done(summary, latency, requests)
+  for _, t in ipairs(threads) do
+    local found = t:get("first")
+    if found then io.write("FIRST_NON2XX " .. found .. "\\n") end
+  end
+end
+"""
+"""Appended to a wrk script: wrk then reports the first non-2xx answer of each thread."""
 
 
 def header() -> str:

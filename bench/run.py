@@ -42,6 +42,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
+    BENCH_DATA_KEYS,
+    FIRST_NON_2XX_LUA,
     REDIS,
     ROOT,
     TEST_SECRET,
@@ -148,6 +150,7 @@ def authkeep_env(database: str, **extra: str) -> dict[str, str]:
     env = {
         "AUTHKEEP_ENV": "development",
         "AUTHKEEP_SECRET_KEY": TEST_SECRET,
+        "AUTHKEEP_DATA_KEYS": BENCH_DATA_KEYS,
         "AUTHKEEP_DATABASE_URL": pg_url(database),
         "AUTHKEEP_REDIS_URL": REDIS,
         "AUTHKEEP_REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}:",
@@ -326,10 +329,14 @@ def main() -> None:
             uvicorn_command("authkeep.http.app:create_app", port, factory=True), port=port, env=env
         ) as base:
             storm, health = storm_and_probe(
-                base, base + "/api/v1/auth/login", LOGIN_LUA % (email, PASSWORD), 2 * secs
+                base,
+                base + "/api/v1/auth/login",
+                LOGIN_LUA % (email, PASSWORD) + FIRST_NON_2XX_LUA,
+                2 * secs,
             )
             facts["login_rps"] = storm.requests_per_second
             facts["login_errors"] = storm.errors
+            facts["login_error_detail"] = storm.detail
             facts["health_p99"] = health.p99_ms
             facts["health_p50"] = health.p50_ms
 
@@ -522,7 +529,8 @@ def write(
         f"{facts['hash_parallel']:.0f}/s.",
         f"- authkeep: **{facts['login_rps']:.0f} logins/s** = "
         f"**{facts['login_rps'] / facts['hash_limit']:.0%}** of the limit (target ≥ 85%); "
-        f"non-2xx during the storm: {facts['login_errors']}; "
+        f"non-2xx during the storm: {facts['login_errors']}"
+        f"{' (' + facts['login_error_detail'] + ')' if facts['login_errors'] else ''}; "
         f"{facts['login_rps'] / facts['hash_parallel']:.0%} of what the threads alone reach "
         "(hashing, event loop, PostgreSQL and wrk share the cores; see bench/README.md).",
         f"- `/health` during that storm: p50 {facts['health_p50']:.1f} ms, "

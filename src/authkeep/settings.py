@@ -8,11 +8,13 @@ the tests all read the same list.
 from __future__ import annotations
 
 import base64
+import contextlib
 import ipaddress
 import json
 import os
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -1367,16 +1369,44 @@ def load_or_create_dev_data_key(path: Path) -> tuple[str, bool]:
     """Return the development data key entry kept in ``path`` (0600), creating it once.
 
     Returns the ``"<id>:<key>"`` entry and whether it was just created."""
-    try:
-        existing = path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        existing = ""
-    if DATA_KEY_ENTRY.match(existing):
+
+    def make() -> str:
+        material = base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
+        return f"dev-{secrets.token_hex(4)}:{material}"
+
+    return _load_or_create_once(path, lambda found: bool(DATA_KEY_ENTRY.match(found)), make)
+
+
+def _load_or_create_once(
+    path: Path, valid: Callable[[str], bool], make: Callable[[], str]
+) -> tuple[str, bool]:
+    """The valid value kept in ``path``, or a new one written there (0600); and whether it
+    was just created. Several processes may start at once (``authkeep serve --workers 4``
+    on a fresh checkout): the value is written in full to a file of this process's own,
+    then linked to ``path``, which fails if another process got there first — then its
+    value is the one, and every worker seals and signs with the same key. An existing file
+    with an invalid value is replaced, as before."""
+    existing = _read_stripped(path)
+    if valid(existing):
         return existing, False
-    material = base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
-    value = f"dev-{secrets.token_hex(4)}:{material}"
-    _write_private(path, value)
-    return value, True
+    value = make()
+    staged = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    _write_private(staged, value)
+    try:
+        if existing:
+            os.replace(staged, path)
+            return value, True
+        try:
+            os.link(staged, path)
+        except FileExistsError:
+            won = _read_stripped(path)
+            if valid(won):
+                return won, False
+            os.replace(staged, path)
+        return value, True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            staged.unlink()
 
 
 def _write_private(path: Path, value: str) -> None:
@@ -1387,18 +1417,21 @@ def _write_private(path: Path, value: str) -> None:
     os.chmod(path, 0o600)
 
 
+def _read_stripped(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return ""
+
+
 def load_or_create_dev_secret(path: Path) -> tuple[str, bool]:
     """Return the development signing secret kept in ``path``, creating it once.
 
     The file is created with 0600 permissions (owner read/write only) so that another local
     user cannot mint tokens. Returns the secret and whether it was just created.
     """
-    try:
-        existing = path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        existing = ""
-    if existing and secret_weakness(existing) is None:
-        return existing, False
-    value = secrets.token_urlsafe(48)
-    _write_private(path, value)
-    return value, True
+    return _load_or_create_once(
+        path,
+        lambda found: bool(found) and secret_weakness(found) is None,
+        lambda: secrets.token_urlsafe(48),
+    )

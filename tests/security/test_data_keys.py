@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -128,6 +130,41 @@ def test_the_development_key_is_made_once_and_private(tmp_path: Path) -> None:
     assert DATA_KEY_ENTRY.match(entry)
     assert path.stat().st_mode & 0o777 == 0o600
     assert load_or_create_dev_data_key(path) == (entry, False)
+
+
+def _dev_key_when_released(path: Path, start: Any, results: Any) -> None:
+    start.wait()
+    results.put(load_or_create_dev_data_key(path)[0])
+
+
+def test_workers_starting_at_once_share_one_development_key(tmp_path: Path) -> None:
+    # `authkeep serve --workers 4` on a fresh checkout: each worker process makes its key at
+    # start-up. Each with its own, an account made by one would be unknown to the others
+    # (its email sealed and indexed under another key).
+    path = tmp_path / ".authkeep-data-keys"
+    context = multiprocessing.get_context("fork")
+    start, results = context.Event(), context.Queue()
+    workers = [
+        context.Process(target=_dev_key_when_released, args=(path, start, results))
+        for _ in range(6)
+    ]
+    for worker in workers:
+        worker.start()
+    start.set()
+    keys = {results.get(timeout=30) for _ in workers}
+    for worker in workers:
+        worker.join(timeout=30)
+    assert keys == {path.read_text().strip()}
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no staged file left behind
+
+
+def test_an_invalid_development_key_file_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / ".authkeep-data-keys"
+    path.write_text("not a key\n")
+    entry, created = load_or_create_dev_data_key(path)
+    assert created
+    assert path.read_text().strip() == entry
+    assert path.stat().st_mode & 0o777 == 0o600
 
 
 def test_the_command_prints_a_usable_entry() -> None:
