@@ -1374,10 +1374,10 @@ def load_or_create_dev_data_key(path: Path) -> tuple[str, bool]:
         material = base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
         return f"dev-{secrets.token_hex(4)}:{material}"
 
-    return _load_or_create_once(path, lambda found: bool(DATA_KEY_ENTRY.match(found)), make)
+    return load_or_create_once(path, lambda found: bool(DATA_KEY_ENTRY.match(found)), make)
 
 
-def _load_or_create_once(
+def load_or_create_once(
     path: Path, valid: Callable[[str], bool], make: Callable[[], str]
 ) -> tuple[str, bool]:
     """The valid value kept in ``path``, or a new one written there (0600); and whether it
@@ -1430,7 +1430,7 @@ def load_or_create_dev_secret(path: Path) -> tuple[str, bool]:
     The file is created with 0600 permissions (owner read/write only) so that another local
     user cannot mint tokens. Returns the secret and whether it was just created.
     """
-    return _load_or_create_once(
+    return load_or_create_once(
         path,
         lambda found: bool(found) and secret_weakness(found) is None,
         lambda: secrets.token_urlsafe(48),

@@ -17,7 +17,6 @@ import base64
 import binascii
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,8 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from authkeep.settings import load_or_create_once
 
 # Domain separation: a checkpoint signature can never be replayed as any other signature
 # this key might make, nor the reverse.
@@ -135,14 +136,15 @@ def load_or_create_dev_key(path: Path) -> tuple[CheckpointSigner, bool]:
     """The development checkpoint key kept in ``path`` (0600), created once; returns the
     signer and whether it was just created. Development only: production configures
     ``AUTHKEEP_AUDIT_CHECKPOINT_KEY`` from its secret store."""
-    try:
-        return CheckpointSigner.from_text(path.read_text(encoding="utf-8")), False
-    except (FileNotFoundError, CheckpointKeyError):
-        pass
-    signer = CheckpointSigner.generate()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(signer.private_text() + "\n")
-    os.chmod(path, 0o600)
-    return signer, True
+
+    def valid(text: str) -> bool:
+        try:
+            CheckpointSigner.from_text(text)
+        except CheckpointKeyError:
+            return False
+        return True
+
+    text, created = load_or_create_once(
+        path, valid, lambda: CheckpointSigner.generate().private_text()
+    )
+    return CheckpointSigner.from_text(text), created
