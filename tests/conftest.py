@@ -39,6 +39,7 @@ from authkeep.db.roles import RoleConfig
 from authkeep.logging import configure_logging, formatter
 from helpers import PASSWORD, client_for, running
 from mail_helpers import SMTP_PASSWORD, SmtpSink
+from servers import RedisProcess
 
 PG_ADMIN_URL = os.environ.get("AUTHKEEP_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("AUTHKEEP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -384,3 +385,15 @@ def suite_log_capture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
             f"{len(leaks)} log line(s) of this session hold a secret:\n" + "\n".join(leaks[:10]),
             pytrace=False,
         )
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A redis-server of this test alone, on a free port: nothing else talks to it, and it
+    can be stopped (outages) or counted."""
+    server = RedisProcess(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -13,8 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -35,17 +34,6 @@ BACKGROUND_PEER = ("198.51.100.77", 41000)
 
 pytestmark = pytest.mark.slow
 OTHER_PEER = ("198.51.100.78", 41000)
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    """A redis-server of this test alone, on a free port."""
-    server = RedisProcess(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:

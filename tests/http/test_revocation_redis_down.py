@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -21,17 +20,6 @@ from session_helpers import LOGOUT, claims_of, me, refresh, started
 pytestmark = pytest.mark.slow
 
 DEADLINE = 15.0
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    """A redis-server of this test alone, on a free port."""
-    server = RedisProcess(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:

@@ -8,8 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import limits
 import pytest
@@ -219,16 +218,6 @@ async def test_stale_windows_are_forgotten() -> None:
     window._sweep(now)
     assert set(window._windows) == {"fresh", "refused", "owed"}
     await client.aclose()
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def global_allowed_without_storage() -> float:
