@@ -141,6 +141,29 @@ async def test_a_known_clients_success_forgets_both_tiers_and_it_keeps_its_own(
         await limits.close()
 
 
+async def test_a_step_up_success_forgets_the_failures_as_a_login_success_does(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """The password re-check behind a session (step-up) counts with the logins' lock-out;
+    proven right, it forgets the known client's tiers and the account's, as a login does."""
+    settings = make_settings(login_account_failure_limits="3 per hour")
+    throttle, _sessions, limits = throttle_on(settings)
+
+    async def right() -> bool:
+        return True
+
+    try:
+        assert await outcome(throttle, PASSWORD, OWNER) == "ok"
+        for n in range(1, 4):
+            assert await outcome(throttle, "guess", attacker(n)) == "401"
+        assert await outcome(throttle, PASSWORD, attacker(9)) == "429"
+        assert await throttle.reauthenticate(EMAIL, OWNER, right)
+        # The account's failures are forgotten: an unknown client's password is checked.
+        assert await outcome(throttle, "guess", attacker(9)) == "401"
+    finally:
+        await limits.close()
+
+
 async def test_an_unknown_clients_success_marks_it_known(
     make_settings: Callable[..., Settings],
 ) -> None:

@@ -117,7 +117,8 @@ class LoginThrottle:
         """A password check behind a valid session (step-up), under a login's lock-out:
         RateLimited (429) before ``check`` runs when the client IP's failures or the
         account's tiers are exhausted; a wrong password counts as a failed login for both,
-        a right one forgets the account's failures. Returns ``check``'s answer.
+        a right one forgets the account's failures as a login's success does (the known
+        client's tiers and the account's own). Returns ``check``'s answer.
 
         No per-email count and no challenge: the caller already holds the account's session
         (a challenge would stop a script, not the holder of a stolen token), and the step-up
@@ -139,7 +140,11 @@ class LoginThrottle:
             await limits.record("login_ip_failures", (cfg.login_ip_failures,), ip)
             await limits.record("login_account_failures", cfg.login_account_failures, tiers_key)
             return False
+        # As a login's success: the failures of the tiers that counted and, for a known
+        # client, the account's own (the password was just proven; consecutive failures).
         await limits.forget("login_account_failures", cfg.login_account_failures, tiers_key)
+        if tiers_key != account:
+            await limits.forget("login_account_failures", cfg.login_account_failures, account)
         return True
 
     async def guard(self, email: str, info: RequestInfo, challenge_solution: str | None) -> None:
