@@ -215,6 +215,33 @@ async def test_a_successful_login_is_at_most_four_redis_round_trips(
 
 
 @pytest.mark.redis
+async def test_a_failed_login_is_at_most_four_redis_round_trips(
+    on_private_redis: tuple[LoginThrottle, FakeSessions, RateLimits],
+    private_redis: RedisProcess,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A password spray's cost to the server: the global hit, the look-up, the per-email
+    count and one call that counts the failure against the client IP and the account's
+    tiers (one per window before)."""
+    throttle, _sessions, limits = on_private_redis
+    sent: list[bytes] = []
+    send = Connection.send_packed_command
+
+    async def counting(self: Connection, command: Any, check_health: bool = True) -> None:
+        if self.port == private_redis.port:
+            sent.append(bytes(command if isinstance(command, bytes) else b"".join(command)))
+        await send(self, command, check_health)
+
+    monkeypatch.setattr(Connection, "send_packed_command", counting)
+    assert await limits.hit_global(f"ip:{OWNER.ip}") is not None
+    assert await outcome(throttle, "wrong", OWNER) == "401"  # connects, loads the scripts
+    sent.clear()
+    assert await limits.hit_global(f"ip:{OWNER.ip}") is not None
+    assert await outcome(throttle, "wrong", OWNER) == "401"
+    assert len(sent) <= 4, sent
+
+
+@pytest.mark.redis
 async def test_without_redis_a_login_fails_closed_before_the_password_check() -> None:
     dead = f"redis://127.0.0.1:{free_port()}/0"  # nobody listens there
     throttle, sessions, limits = throttle_on(Settings(env="test", redis_url=dead))

@@ -445,3 +445,41 @@ async def test_forget_and_mark_keeps_the_marks_expiry_as_limits_does(redis_avail
     finally:
         await raw.aclose()
         await limits.close()
+
+
+async def test_record_all_counts_as_record_does_window_by_window(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A failed login counted in one call (on Redis one script over the IP's window and the
+    account's tiers) fills the same windows as one record per rule: each gains one entry per
+    event, none more than its limit, and limits' own peek sees them."""
+    settings = make_settings(
+        login_account_failure_limits="3 per 15 minutes; 5 per day",
+        login_ip_failure_limit="4 per 15 minutes",
+    )
+    limits = RateLimits.from_settings(settings, pepper=b"p")
+    cfg = limits.config
+    ip, account = f"203.0.113.{uuid.uuid4().int % 250}", uuid.uuid4().hex
+    try:
+        for _ in range(6):
+            await limits.record_all(
+                [
+                    ("login_ip_failures", (cfg.login_ip_failures,), ip),
+                    ("login_account_failures", cfg.login_account_failures, account),
+                ]
+            )
+        windows = [("login_ip_failures", cfg.login_ip_failures, ip)] + [
+            ("login_account_failures", tier, account) for tier in cfg.login_account_failures
+        ]
+        remaining = [
+            (d.limit, d.remaining)
+            for d in [await limits.peek(rule, item, key) for rule, item, key in windows]
+            if d is not None
+        ]
+        assert remaining == [(4, 0), (3, 0), (5, 0)]
+        # Nothing counted twice or for another key.
+        other = await limits.peek("login_ip_failures", cfg.login_ip_failures, "198.51.100.1")
+        assert other is not None
+        assert other.remaining == 4
+    finally:
+        await limits.close()

@@ -94,8 +94,7 @@ class LoginThrottle:
         try:
             pair = await self._sessions.login(email, password, info)
         except InvalidCredentials:
-            await limits.record("login_ip_failures", (cfg.login_ip_failures,), ip)
-            await limits.record("login_account_failures", cfg.login_account_failures, tiers_key)
+            await self._count_failure(ip, tiers_key)
             raise
         forgets: list[tuple[Rule, tuple[RateLimitItem, ...], str]] = [
             ("login_account_failures", cfg.login_account_failures, tiers_key)
@@ -137,8 +136,7 @@ class LoginThrottle:
             self._refuse(worst, account, ip, None)
         cfg = limits.config
         if not await check():
-            await limits.record("login_ip_failures", (cfg.login_ip_failures,), ip)
-            await limits.record("login_account_failures", cfg.login_account_failures, tiers_key)
+            await self._count_failure(ip, tiers_key)
             return False
         # As a login's success: the failures of the tiers that counted and, for a known
         # client, the account's own (the password was just proven; consecutive failures).
@@ -146,6 +144,16 @@ class LoginThrottle:
         if tiers_key != account:
             await limits.forget("login_account_failures", cfg.login_account_failures, account)
         return True
+
+    async def _count_failure(self, ip: str, tiers_key: str) -> None:
+        # The client IP's window and the account's tiers, in one storage call on Redis.
+        cfg = self._limits.config
+        await self._limits.record_all(
+            [
+                ("login_ip_failures", (cfg.login_ip_failures,), ip),
+                ("login_account_failures", cfg.login_account_failures, tiers_key),
+            ]
+        )
 
     async def guard(self, email: str, info: RequestInfo, challenge_solution: str | None) -> None:
         """The challenge alone, for the other open routes an attacker can pivot to once

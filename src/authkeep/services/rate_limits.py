@@ -203,25 +203,46 @@ return table.concat(out, ',')
 # timestamp per entry, newest first, trimmed to the limit, expiring with the window), so that
 # limits' own calls see every entry. Answers the outcome ('1' or '0'), the oldest entry still
 # inside the window and the count.
+_ACQUIRE_LUA = """
+local function acquire(key, timestamp, limit, expiry)
+    if limit < 1 then
+        return false
+    end
+    local entry = redis.call('lindex', key, limit - 1)
+    if entry and tonumber(entry) >= timestamp - expiry then
+        return false
+    end
+    redis.call('lpush', key, timestamp)
+    redis.call('ltrim', key, 0, limit - 1)
+    redis.call('expire', key, expiry)
+    return true
+end
+"""
 _HIT_SCRIPT = (
     _WINDOW_LUA
+    + _ACQUIRE_LUA
     + """
 local key = KEYS[1]
 local timestamp = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local expiry = tonumber(ARGV[3])
-local allowed = '0'
-if limit >= 1 then
-    local entry = redis.call('lindex', key, limit - 1)
-    if not (entry and tonumber(entry) >= timestamp - expiry) then
-        redis.call('lpush', key, timestamp)
-        redis.call('ltrim', key, 0, limit - 1)
-        redis.call('expire', key, expiry)
-        allowed = '1'
-    end
-end
+local allowed = acquire(key, timestamp, limit, expiry) and '1' or '0'
 local oldest, count = window(key, timestamp - expiry, limit)
 return table.concat({allowed, oldest, tostring(count)}, ',')
+"""
+)
+
+# Events (failed logins) counted against several windows in one call: the acquire above on
+# KEYS[i] with ARGV[2i] (limit) and ARGV[2i+1] (expiry), all at ARGV[1]; what record does
+# with one limits call per window.
+_RECORD_SCRIPT = (
+    _ACQUIRE_LUA
+    + """
+local timestamp = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+    acquire(key, timestamp, tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1]))
+end
+return #KEYS
 """
 )
 
@@ -409,6 +430,7 @@ class RateLimits:
             client.register_script(_PEEK_BY_MARK_SCRIPT) if client is not None else None
         )
         self._hit_script = client.register_script(_HIT_SCRIPT) if client is not None else None
+        self._record_script = client.register_script(_RECORD_SCRIPT) if client is not None else None
         self._forget_and_mark_script = (
             client.register_script(_FORGET_AND_MARK_SCRIPT) if client is not None else None
         )
@@ -701,12 +723,34 @@ class RateLimits:
     async def record(self, rule: Rule, items: Sequence[RateLimitItem], key: str) -> None:
         """Count an event (a failed login) against ``items``; never raises — the answer to
         the request is already decided, and a missing count is the lesser evil."""
-        moving = self._moving
-        if moving is None:
-            return
-        for item in items:
+        await self.record_all([(rule, items, key)])
 
-            async def operation(item: RateLimitItem = item) -> bool:
+    async def record_all(self, counts: Sequence[tuple[Rule, Sequence[RateLimitItem], str]]) -> None:
+        """:meth:`record` several (rule, windows, key) at once: on Redis in one call (a
+        failed login counts against the client IP's window and the account's tiers: one
+        round trip instead of four). Never raises."""
+        moving = self._moving
+        checks = [(rule, item, key) for rule, items, key in counts for item in items]
+        if moving is None or not checks:
+            return
+        script, prefix = self._record_script, self._redis_key_prefix
+        if script is not None and prefix is not None:
+            keys = [self._redis_key(prefix, check) for check in checks]
+
+            async def together() -> int:
+                args: list[float] = [time.time()]
+                for _, item, _ in checks:
+                    args += [item.amount, item.get_expiry()]
+                return int(await script(keys=keys, args=args))
+
+            with contextlib.suppress(LimiterUnavailable):
+                await self._call(checks[0][0], together)
+            return
+        for rule, item, key in checks:
+
+            async def operation(
+                rule: Rule = rule, item: RateLimitItem = item, key: str = key
+            ) -> bool:
                 return await moving.hit(item, rule, key)
 
             try:
