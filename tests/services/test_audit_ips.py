@@ -103,6 +103,22 @@ async def test_a_destroyed_key_leaves_its_addresses_unreadable_and_the_chain_who
     assert (await verify(db)).ok
 
 
+async def test_a_key_remembered_while_its_erasure_commits_is_forgotten_with_it(
+    db: Database,
+) -> None:
+    # The in-process worker (or any other task) reads the key row, still there for it,
+    # between the erasure's delete and its commit: once committed, nothing remembers it.
+    envelope = envelope_for_tests()
+    alice = await new_user(db, envelope)
+    envelope.forget(alice)
+    async with db.transaction() as conn:
+        assert await user_keys.destroy(conn, envelope, alice)
+        async with db.reading() as other:
+            assert await user_keys.cipher(other, envelope, alice) is not None
+        assert envelope.remembered(alice) is not None
+    assert envelope.remembered(alice) is None
+
+
 async def test_without_an_envelope_no_address_is_stored(db: Database) -> None:
     await AuditLog(db).record_alone(AuditEvent(Action.LOGIN, "failure"), info())
     assert await stored_ips(db) == [None]

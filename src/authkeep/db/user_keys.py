@@ -8,6 +8,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from authkeep.db import after_commit
 from authkeep.db.base import utcnow
 from authkeep.db.models import UserKey
 from authkeep.security.envelope import Envelope
@@ -41,5 +42,8 @@ async def destroy(conn: AsyncConnection, envelope: Envelope, user_id: uuid.UUID)
     """Delete ``user_id``'s key (crypto-shredding: what it sealed can no longer be read).
     Returns whether a key was there."""
     envelope.forget(user_id)
+    # Again once the delete committed: until then another task of this process may read the
+    # row (still there for it) and remember the key, which would then outlive its erasure.
+    after_commit.after_commit(conn, lambda: envelope.forget(user_id))
     result = await conn.execute(delete(UserKey).where(UserKey.user_id == user_id))
     return bool(result.rowcount)
