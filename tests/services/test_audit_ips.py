@@ -119,6 +119,22 @@ async def test_a_key_remembered_while_its_erasure_commits_is_forgotten_with_it(
     assert envelope.remembered(alice) is None
 
 
+async def test_a_key_erased_by_another_process_no_longer_opens_here(db: Database) -> None:
+    # Two worker processes, each with its own envelope: the one that remembers alice's key
+    # must not reveal her address once the other erased the key.
+    here, elsewhere = envelope_for_tests(), envelope_for_tests()
+    alice = await new_user(db, here)
+    await AuditLog(db, envelope=here).record_alone(
+        AuditEvent(Action.LOGIN, actor=Actor(alice)), info()
+    )
+    found = await rows(db)
+    assert await opened(db, here, found) == [IP]
+    assert here.remembered(alice) is not None
+    async with db.transaction() as conn:
+        assert await user_keys.destroy(conn, elsewhere, alice)
+    assert await opened(db, here, found) == [None]
+
+
 async def test_without_an_envelope_no_address_is_stored(db: Database) -> None:
     await AuditLog(db).record_alone(AuditEvent(Action.LOGIN, "failure"), info())
     assert await stored_ips(db) == [None]

@@ -123,17 +123,13 @@ async def seal(conn: AsyncConnection, envelope: Envelope | None, entry: NewEntry
 async def _ciphers(
     conn: AsyncConnection, envelope: Envelope, user_ids: Iterable[uuid.UUID]
 ) -> dict[uuid.UUID, AESGCM]:
-    # Remembered keys first; the others in one query per chunk, not one per row.
+    # The key rows in one query per chunk, not one per row, even for remembered keys: a key
+    # erased by another worker process may still be remembered here, and only its row's
+    # absence says it is gone (cipher_for takes a remembered key without unwrapping again).
     found: dict[uuid.UUID, AESGCM] = {}
-    missing = []
-    for user_id in set(user_ids):
-        aead = envelope.remembered(user_id)
-        if aead is None:
-            missing.append(user_id)
-        else:
-            found[user_id] = aead
-    for start in range(0, len(missing), _KEY_QUERY_CHUNK):
-        chunk = missing[start : start + _KEY_QUERY_CHUNK]
+    wanted = list(set(user_ids))
+    for start in range(0, len(wanted), _KEY_QUERY_CHUNK):
+        chunk = wanted[start : start + _KEY_QUERY_CHUNK]
         rows = await conn.execute(
             select(UserKey.user_id, UserKey.wrapped_key).where(UserKey.user_id.in_(chunk))
         )
