@@ -90,6 +90,22 @@ async def on_private_redis(
         await built[2].close()
 
 
+@pytest.fixture
+def sent(private_redis: RedisProcess, monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every request sent to the private Redis from now on: a command, a script or a
+    pipeline is one ``send_packed_command`` on a connection."""
+    found: list[bytes] = []
+    send = Connection.send_packed_command
+
+    async def counting(self: Connection, command: Any, check_health: bool = True) -> None:
+        if self.port == private_redis.port:
+            found.append(bytes(command if isinstance(command, bytes) else b"".join(command)))
+        await send(self, command, check_health)
+
+    monkeypatch.setattr(Connection, "send_packed_command", counting)
+    return found
+
+
 async def test_the_email_limit_refuses_exactly_the_attempt_after_the_limit(
     make_settings: Callable[..., Settings],
 ) -> None:
@@ -187,22 +203,12 @@ async def test_an_unknown_clients_success_marks_it_known(
 @pytest.mark.redis
 async def test_a_successful_login_is_at_most_four_redis_round_trips(
     on_private_redis: tuple[LoginThrottle, FakeSessions, RateLimits],
-    private_redis: RedisProcess,
-    monkeypatch: pytest.MonkeyPatch,
+    sent: list[bytes],
 ) -> None:
     """Every request the limiter sends to Redis (a command, a script, a pipeline) is one
     ``send_packed_command`` on a connection: a known client's successful login, the costliest
     (two tiers keys to forget), makes three, and the global limit's hit a fourth."""
     throttle, _sessions, limits = on_private_redis
-    sent: list[bytes] = []
-    send = Connection.send_packed_command
-
-    async def counting(self: Connection, command: Any, check_health: bool = True) -> None:
-        if self.port == private_redis.port:
-            sent.append(bytes(command if isinstance(command, bytes) else b"".join(command)))
-        await send(self, command, check_health)
-
-    monkeypatch.setattr(Connection, "send_packed_command", counting)
     # The first request connects and loads the scripts, and its login makes the client known.
     assert await limits.hit_global(f"ip:{OWNER.ip}") is not None
     assert await outcome(throttle, PASSWORD, OWNER) == "ok"
@@ -217,22 +223,12 @@ async def test_a_successful_login_is_at_most_four_redis_round_trips(
 @pytest.mark.redis
 async def test_a_failed_login_is_at_most_four_redis_round_trips(
     on_private_redis: tuple[LoginThrottle, FakeSessions, RateLimits],
-    private_redis: RedisProcess,
-    monkeypatch: pytest.MonkeyPatch,
+    sent: list[bytes],
 ) -> None:
     """A password spray's cost to the server: the global hit, the look-up, the per-email
     count and one call that counts the failure against the client IP and the account's
     tiers (one per window before)."""
     throttle, _sessions, limits = on_private_redis
-    sent: list[bytes] = []
-    send = Connection.send_packed_command
-
-    async def counting(self: Connection, command: Any, check_health: bool = True) -> None:
-        if self.port == private_redis.port:
-            sent.append(bytes(command if isinstance(command, bytes) else b"".join(command)))
-        await send(self, command, check_health)
-
-    monkeypatch.setattr(Connection, "send_packed_command", counting)
     assert await limits.hit_global(f"ip:{OWNER.ip}") is not None
     assert await outcome(throttle, "wrong", OWNER) == "401"  # connects, loads the scripts
     sent.clear()

@@ -96,18 +96,12 @@ class LoginThrottle:
         except InvalidCredentials:
             await self._count_failure(ip, tiers_key)
             raise
-        forgets: list[tuple[Rule, tuple[RateLimitItem, ...], str]] = [
-            ("login_account_failures", cfg.login_account_failures, tiers_key)
-        ]
-        if tiers_key != account:
-            forgets.append(("login_account_failures", cfg.login_account_failures, account))
         mark: tuple[Rule, RateLimitItem, str] | None = None
         # An unknown client (a broken forwarded chain) is everyone behind that proxy: never
         # remember it as the owner's address, or an attacker there would share the owner's tiers.
         if cfg.known_client is not None and ip != _NO_IP:
             mark = ("login_known_client", cfg.known_client, _pair(account, ip))
-        # On Redis one round trip for both forgets and the mark.
-        await limits.forget_and_mark(forgets, mark)
+        await self._forget_failures(account, tiers_key, mark)
         return pair
 
     async def reauthenticate(
@@ -134,16 +128,28 @@ class LoginThrottle:
             worst = max(refused, key=lambda d: d.reset_after)
             metrics.RATE_LIMITED.labels(worst.rule).inc()
             self._refuse(worst, account, ip, None)
-        cfg = limits.config
         if not await check():
             await self._count_failure(ip, tiers_key)
             return False
-        # As a login's success: the failures of the tiers that counted and, for a known
-        # client, the account's own (the password was just proven; consecutive failures).
-        await limits.forget("login_account_failures", cfg.login_account_failures, tiers_key)
-        if tiers_key != account:
-            await limits.forget("login_account_failures", cfg.login_account_failures, account)
+        await self._forget_failures(account, tiers_key)
         return True
+
+    async def _forget_failures(
+        self,
+        account: str,
+        tiers_key: str,
+        mark: tuple[Rule, RateLimitItem, str] | None = None,
+    ) -> None:
+        # A proven password (a login, a step-up): the failures of the tiers that counted and,
+        # for a known client, the account's own (the tiers count consecutive failures); and
+        # the mark, if any. On Redis one round trip for all of it.
+        tiers = self._limits.config.login_account_failures
+        forgets: list[tuple[Rule, tuple[RateLimitItem, ...], str]] = [
+            ("login_account_failures", tiers, tiers_key)
+        ]
+        if tiers_key != account:
+            forgets.append(("login_account_failures", tiers, account))
+        await self._limits.forget_and_mark(forgets, mark)
 
     async def _count_failure(self, ip: str, tiers_key: str) -> None:
         # The client IP's window and the account's tiers, in one storage call on Redis.
